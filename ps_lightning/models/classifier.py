@@ -1,0 +1,228 @@
+"""ImageClassifier: the one LightningModule every backbone shares.
+
+A subclass only says which network to build; training, validation on the named
+forget/retain/test splits, metrics and the checkpoint format live here once. Optimizer and
+learning-rate schedule come from the CLI (`optimizer:` and `lr_scheduler:` in the configs).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from ps_lightning.data.datamodule import EVAL_SPLITS
+from ps_lightning.io import safe_torch_load
+from ps_lightning.models.lenet import LeNet5Net
+from ps_lightning.models.resnet_bottleneck import ResNet50Net
+from ps_lightning.models.resnet_cifar import CifarResNetNet
+from ps_lightning.models.vgg import VGG16Net
+
+CHECKPOINT_FORMAT = 1
+
+
+class ImageClassifier(L.LightningModule):
+    """Base classifier; ``net`` has ``forward_features`` and a final ``fc`` (the prototypes).
+
+    The initial prototypes ``W0`` (the final layer's weight before any training step) are kept
+    as the buffer ``initial_prototypes`` and so travel in every checkpoint: Naive Prototype
+    Surgery needs them.
+    """
+
+    def __init__(
+        self, num_classes: int = 10, in_channels: int = 3, label_smoothing: float = 0.0
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = self.build_network()
+        self.register_buffer("initial_prototypes", self.net.fc.weight.detach().clone())
+        self.train_accuracy = MulticlassAccuracy(num_classes, average="micro")
+        self.split_accuracy = nn.ModuleDict(
+            {split: MulticlassAccuracy(num_classes, average="micro") for split in EVAL_SPLITS}
+        )
+        self.class_accuracy = MulticlassAccuracy(num_classes, average=None)
+
+    def build_network(self) -> nn.Module:
+        raise NotImplementedError
+
+    @property
+    def prototypes(self) -> nn.Linear:
+        return self.net.fc
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.forward_features(x)
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        # One stable name, `checkpoints/model.ckpt`, that later steps (unlearning, evaluation)
+        # point at. A run directory is never reused (the saved config refuses), so nothing is
+        # overwritten.
+        return [ModelCheckpoint(filename="model", enable_version_counter=False)]
+
+    def on_fit_start(self) -> None:
+        # Metric states can stay shared between ddp_spawn ranks; start every fit from zero.
+        for metric in (self.train_accuracy, self.class_accuracy, *self.split_accuracy.values()):
+            metric.reset()
+
+    def training_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> torch.Tensor:
+        images, labels = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
+        self.train_accuracy(logits, labels)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/acc", self.train_accuracy, on_step=False, on_epoch=True)
+        return loss
+
+    def _eval_step(self, stage: str, batch: Any, dataloader_idx: int) -> None:
+        images, labels = batch
+        split = EVAL_SPLITS[dataloader_idx]
+        logits = self(images)
+        metric = self.split_accuracy[split]
+        metric(logits, labels)
+        self.log(f"{stage}/{split}_acc", metric, add_dataloader_idx=False, prog_bar=split == "test")
+        if stage == "test" and split == "test":
+            self.class_accuracy.update(logits, labels)
+
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step("val", batch, dataloader_idx)
+
+    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step("test", batch, dataloader_idx)
+
+    def on_test_epoch_end(self) -> None:
+        per_class = self.class_accuracy.compute()
+        self.log_dict({f"test_class/{c}": acc for c, acc in enumerate(per_class)})
+        self.class_accuracy.reset()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # What `load_classifier` needs to rebuild this model without importing any name the
+        # file itself chooses: the registry name, plain init arguments, and the data it saw.
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        checkpoint["ps_lightning"] = classifier_record(
+            self, datamodule.state_dict() if datamodule is not None else None
+        )
+
+
+def classifier_record(model: ImageClassifier, data: dict[str, Any] | None) -> dict[str, Any]:
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "architecture": type(model).__name__,
+        "init_args": {k: v for k, v in model.hparams.items() if not k.startswith("_")},
+        "data": data,
+    }
+
+
+class LeNet5(ImageClassifier):
+    """LeNet5 for 32×32 inputs (MNIST, digits): 64-d features."""
+
+    def __init__(
+        self, num_classes: int = 10, in_channels: int = 1, label_smoothing: float = 0.0
+    ) -> None:
+        super().__init__(num_classes, in_channels, label_smoothing)
+
+    def build_network(self) -> nn.Module:
+        return LeNet5Net(self.hparams.num_classes, self.hparams.in_channels)
+
+
+class CifarResNet(ImageClassifier):
+    """CIFAR ResNet (depth 6n+2, option-A shortcuts): 64-d features."""
+
+    def __init__(
+        self,
+        depth: int = 20,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        self._depth = depth
+        super().__init__(num_classes, in_channels, label_smoothing)
+
+    def build_network(self) -> nn.Module:
+        return CifarResNetNet(self._depth, self.hparams.num_classes, self.hparams.in_channels)
+
+
+class ResNet20(CifarResNet):
+    """The paper's CIFAR-10 network."""
+
+    def __init__(
+        self, num_classes: int = 10, in_channels: int = 3, label_smoothing: float = 0.0
+    ) -> None:
+        super().__init__(20, num_classes, in_channels, label_smoothing)
+
+
+class ResNet56(CifarResNet):
+    """The CIFAR ResNet with 9 blocks per stage: the network the paper's code called "ResNet50"."""
+
+    def __init__(
+        self, num_classes: int = 100, in_channels: int = 3, label_smoothing: float = 0.0
+    ) -> None:
+        super().__init__(56, num_classes, in_channels, label_smoothing)
+
+
+class ResNet50(ImageClassifier):
+    """A true 50-layer bottleneck ResNet with a 32×32 stem: 2048-d features."""
+
+    def __init__(
+        self, num_classes: int = 100, in_channels: int = 3, label_smoothing: float = 0.0
+    ) -> None:
+        super().__init__(num_classes, in_channels, label_smoothing)
+
+    def build_network(self) -> nn.Module:
+        return ResNet50Net(self.hparams.num_classes, self.hparams.in_channels)
+
+
+class VGG16(ImageClassifier):
+    """VGG16 with BatchNorm for 64×64 inputs (TinyImageNet): 1024-d features."""
+
+    def __init__(
+        self, num_classes: int = 200, in_channels: int = 3, label_smoothing: float = 0.0
+    ) -> None:
+        super().__init__(num_classes, in_channels, label_smoothing)
+
+    def build_network(self) -> nn.Module:
+        return VGG16Net(self.hparams.num_classes, self.hparams.in_channels)
+
+
+ARCHITECTURES: dict[str, type[ImageClassifier]] = {
+    cls.__name__: cls for cls in (LeNet5, CifarResNet, ResNet20, ResNet56, ResNet50, VGG16)
+}
+
+
+def load_classifier(path: str) -> tuple[ImageClassifier, dict[str, Any]]:
+    """Rebuild a classifier from a ps-lightning checkpoint, safely (no unpickling).
+
+    Returns the model (in eval mode, on the CPU) and the checkpoint's ``ps_lightning`` record:
+    architecture, init arguments and the split manifest of the data it was trained on.
+    """
+    checkpoint = safe_torch_load(path)
+    record = checkpoint.get("ps_lightning") if isinstance(checkpoint, dict) else None
+    if not isinstance(record, dict) or record.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(
+            f"'{path}' is not a ps-lightning classifier checkpoint: train one with "
+            "`ps-lightning fit --config configs/<dataset>/original.yaml`."
+        )
+    cls = ARCHITECTURES.get(record["architecture"])
+    if cls is None:
+        raise ValueError(
+            f"'{path}' names the unknown architecture {record['architecture']!r}; known: "
+            f"{sorted(ARCHITECTURES)}."
+        )
+    accepted = inspect.signature(cls).parameters
+    model = cls(**{k: v for k, v in record["init_args"].items() if k in accepted})
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as error:
+        raise ValueError(
+            f"'{path}' does not hold {record['architecture']} weights: {error}"
+        ) from error
+    return model.eval(), record
