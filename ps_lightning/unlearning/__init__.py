@@ -1,0 +1,6 @@
+"""Unlearning methods (LightningModules) and the surgery mathematics they use (plain tensors)."""
+
+from ps_lightning.unlearning.base import UnlearningModule
+from ps_lightning.unlearning.prototype_surgery import PSUnlearnModule
+
+__all__ = ["PSUnlearnModule", "UnlearningModule"]

@@ -1,0 +1,156 @@
+"""UnlearningModule: what every unlearning method shares.
+
+It loads the original classifier from its checkpoint (never modifying that file), checks the
+checkpoint against the forget request's split before anything runs, extracts features exactly
+(float32, no autocast, every sample once across processes), and saves the unlearned classifier
+as a new checkpoint in the same format as the original, so that evaluation, later requests and
+`ImageClassifier` users read it like any other.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from ps_lightning.data.datamodule import UnlearningDataModule
+from ps_lightning.io import atomic_torch_save
+from ps_lightning.models.classifier import ImageClassifier, classifier_record, load_classifier
+
+RESULT_CHECKPOINT = Path("checkpoints") / "model.ckpt"
+
+
+class UnlearningModule(L.LightningModule):
+    """Base of the unlearning methods.
+
+    Args:
+        original_ckpt: checkpoint of the original model (trained with ``train_on: full``).
+        num_classes: set from the data by the CLI; must match the checkpoint.
+        in_channels: set from the data by the CLI; must match the checkpoint.
+    """
+
+    def __init__(
+        self, original_ckpt: str, num_classes: int | None = None, in_channels: int | None = None
+    ) -> None:
+        super().__init__()
+        self.original_ckpt = str(original_ckpt)
+        model, record = load_classifier(self.original_ckpt)
+        init_args = record["init_args"]
+        for name, expected in (("num_classes", num_classes), ("in_channels", in_channels)):
+            if expected is not None and init_args.get(name) != expected:
+                raise ValueError(
+                    f"the original checkpoint '{self.original_ckpt}' has {name}="
+                    f"{init_args.get(name)} but the data have {name}={expected}: it was trained "
+                    "on another dataset. Use that dataset's original checkpoint."
+                )
+        self.model: ImageClassifier = model
+        self.original_record = record
+        self.model.requires_grad_(False)
+        self._started = 0.0
+        self.elapsed_seconds = 0.0
+
+    # ------------------------------------------------------------------ checks
+    def check_data(self, datamodule: UnlearningDataModule) -> None:
+        """Refuse a forget request that was not drawn from the original model's training set."""
+        data = self.original_record.get("data") or {}
+        manifest = data.get("split_manifest") or {}
+        if data.get("train_on") != "full":
+            raise ValueError(
+                f"'{self.original_ckpt}' was trained with train_on={data.get('train_on')!r}; "
+                "unlearning starts from an original model trained on the full training set."
+            )
+        if (
+            manifest.get("dataset") != datamodule.dataset_name
+            or manifest.get("fingerprint") != datamodule.train_fingerprint
+        ):
+            raise ValueError(
+                f"'{self.original_ckpt}' was trained on '{manifest.get('dataset')}' (fingerprint "
+                f"{manifest.get('fingerprint')}), but this forget request comes from "
+                f"'{datamodule.dataset_name}' (fingerprint {datamodule.train_fingerprint}). "
+                "Use the original checkpoint of the same training set."
+            )
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def train(self, mode: bool = True) -> UnlearningModule:
+        # The original network stays in eval mode throughout: BatchNorm statistics and dropout
+        # of the frozen backbone must not change while the head is trained.
+        super().train(mode)
+        self.model.eval()
+        return self
+
+    def setup(self, stage: str) -> None:
+        self._started = time.perf_counter()
+
+    @property
+    def datamodule(self) -> UnlearningDataModule:
+        return self.trainer.datamodule
+
+    # ------------------------------------------------------------------ exact feature passes
+    @torch.no_grad()
+    def extract(self, loader: DataLoader) -> dict[str, torch.Tensor]:
+        """Features, logits and labels of every sample of ``loader``, gathered on each process.
+
+        Runs in float32 with autocast disabled (a Gram matrix under bf16 has ~1e-3 error) and
+        with the datamodule's eval transform; under DDP each process sees a disjoint shard and
+        the shards are gathered, so every process ends with all rows.
+        """
+        features, labels = [], []
+        with torch.autocast(self.device.type, enabled=False):
+            for batch in loader:
+                images, batch_labels = (t.to(self.device, non_blocking=True) for t in batch)
+                inputs = self.datamodule.model_input(images)
+                features.append(self.model.forward_features(inputs).float())
+                labels.append(batch_labels)
+        feats = (
+            torch.cat(features)
+            if features
+            else torch.empty(0, self.model.net.feature_dim, device=self.device)
+        )
+        labs = torch.cat(labels) if labels else torch.empty(0, dtype=torch.long, device=self.device)
+        feats, labs = self.gather_rows(feats), self.gather_rows(labs)
+        head = self.model.prototypes
+        logits = feats @ head.weight.float().T + head.bias.float()
+        return {"features": feats, "labels": labs, "logits": logits}
+
+    def gather_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """Concatenate each process's rows (shards may differ in length by one)."""
+        if self.trainer.world_size == 1:
+            return rows
+        count = torch.tensor([len(rows)], device=rows.device)
+        counts = self.all_gather(count).flatten().tolist()
+        padded = torch.zeros((max(counts), *rows.shape[1:]), dtype=rows.dtype, device=rows.device)
+        padded[: len(rows)] = rows
+        gathered = self.all_gather(padded)
+        return torch.cat([gathered[r, :n] for r, n in enumerate(counts)])
+
+    # ------------------------------------------------------------------ the result
+    def unlearning_record(self) -> dict[str, Any]:
+        """What the method did; stored in the result checkpoint."""
+        return {"method": type(self).__name__, "original_ckpt": self.original_ckpt}
+
+    def result_checkpoint(self) -> dict[str, Any]:
+        data = self.datamodule.state_dict()
+        data = {**data, "train_on": "unlearned"}
+        record = classifier_record(self.model, data)
+        record["unlearning"] = self.unlearning_record()
+        return {
+            "state_dict": self.model.state_dict(),
+            "hyper_parameters": dict(self.original_record["init_args"]),
+            "ps_lightning": record,
+            "pytorch-lightning_version": L.__version__,
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Any checkpoint of an unlearning run (also one the user asks Lightning for) holds the
+        # unlearned classifier in the original's format, not this wrapper.
+        checkpoint.update(self.result_checkpoint())
+
+    def on_fit_end(self) -> None:
+        self.elapsed_seconds = time.perf_counter() - self._started
+        log_dir = self.trainer.log_dir
+        if self.trainer.is_global_zero and log_dir:
+            atomic_torch_save(Path(log_dir) / RESULT_CHECKPOINT, self.result_checkpoint())

@@ -1,0 +1,292 @@
+"""PSUnlearnModule: Naive Prototype Surgery and Prototype Surgery (DESIGN §2–3) in Lightning.
+
+`on_fit_start` does every pass over images (the surgery index, the forget set, the retain
+anchor and the held-out calibration set) once, with the backbone frozen in eval mode; the PS
+epochs then run through Lightning's own loop on the cached forget features, so an epoch costs
+a few small matrix products whatever the backbone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ps_lightning.unlearning.base import UnlearningModule
+from ps_lightning.unlearning.index import file_sha256, index_path, load_index, new_index, save_index
+from ps_lightning.unlearning.soft_labels import soft_cross_entropy, soft_labels
+from ps_lightning.unlearning.surgery import accumulate_gram, apply_surgery, gram, surgery_projection
+
+METHODS = ("naive", "ps", "naive+ps")
+TRAINABLE = ("bias", "weight", "weight+bias")
+EARLY_STOP = ("off", "on", "auto")
+ANCHOR_TARGETS = ("labels", "outputs")
+OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+
+
+class PSUnlearnModule(UnlearningModule):
+    """Remove a forget request from an original model by prototype surgery.
+
+    Args:
+        original_ckpt: the original model's checkpoint (read only; never modified).
+        method: ``naive`` (closed-form surgery), ``ps`` (soft-label fine-tuning of the final
+            layer) or ``naive+ps`` (PS starting from the Naive PS prototypes).
+        epochs: PS epochs over the forget set (the paper: MNIST 50, others 150).
+        lr: PS learning rate (the paper: MNIST 0.01, CIFAR-10 0.05, CIFAR-100 0.15,
+            TinyImageNet 0.3).
+        weight_decay: PS weight decay (the paper: 1e-4).
+        optimizer: ``adam`` (the paper) or ``sgd``.
+        top_k: how many runner-up classes inherit the true class's logit (the paper: 2).
+        trainable: which part of the final layer PS trains: ``bias`` (the paper's code),
+            ``weight`` (the prototypes, as the paper's text says) or ``weight+bias``.
+        retain_anchor: weight of a loss on cached retain features that keeps the other
+            classes in place (0: off, the paper's PS).
+        anchor_size: how many retain samples the anchor uses.
+        anchor_target: anchor on the retain samples' ``labels`` or the original model's
+            ``outputs`` (a KL term).
+        early_stop: stop PS when the forget samples are no longer classified more
+            confidently than held-out samples of their classes (the retrained model's
+            behaviour): ``on``, ``off`` (the paper) or ``auto`` (on unless the request
+            removes whole classes, where retrain's held-out confidence is zero as well).
+        use_index: cache the surgery index beside the original checkpoint and reuse it.
+        cumulative: successive requests against the same original model accumulate: the
+            result removes every sample of every earlier cumulative request too.
+        num_classes: set from the data; checked against the checkpoint.
+        in_channels: set from the data; checked against the checkpoint.
+    """
+
+    def __init__(
+        self,
+        original_ckpt: str,
+        method: str = "ps",
+        epochs: int = 50,
+        lr: float = 0.01,
+        weight_decay: float = 1e-4,
+        optimizer: str = "adam",
+        top_k: int = 2,
+        trainable: str = "bias",
+        retain_anchor: float = 0.0,
+        anchor_size: int = 512,
+        anchor_target: str = "labels",
+        early_stop: str = "off",
+        use_index: bool = True,
+        cumulative: bool = False,
+        num_classes: int | None = None,
+        in_channels: int | None = None,
+    ) -> None:
+        for name, value, allowed in (
+            ("method", method, METHODS),
+            ("trainable", trainable, TRAINABLE),
+            ("early_stop", early_stop, EARLY_STOP),
+            ("anchor_target", anchor_target, ANCHOR_TARGETS),
+            ("optimizer", optimizer, tuple(OPTIMIZERS)),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name}={value!r} is not one of {allowed}.")
+        if epochs < 0 or lr <= 0 or retain_anchor < 0 or anchor_size < 1 or top_k < 1:
+            raise ValueError("epochs, retain_anchor must be >= 0; lr, anchor_size, top_k > 0.")
+        super().__init__(original_ckpt, num_classes, in_channels)
+        self.save_hyperparameters()
+        head = self.model.prototypes
+        # The original prototypes, for the prototype-shift view and the anchor's targets.
+        self.register_buffer("original_weight", head.weight.detach().clone(), persistent=False)
+        self.register_buffer("original_bias", head.bias.detach().clone(), persistent=False)
+        self.cache: dict[str, dict[str, torch.Tensor]] = {}
+        self.index_built = False
+        self.removed_count = 0
+        self.stopped_at_epoch: int | None = None
+
+    @property
+    def trains(self) -> bool:
+        return self.hparams.method != "naive" and self.hparams.epochs > 0
+
+    @property
+    def uses_early_stop(self) -> bool:
+        mode = self.hparams.early_stop
+        return mode == "on" or (mode == "auto" and not self.datamodule.forgets_whole_classes)
+
+    # ------------------------------------------------------------------ set-up
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        # PS epochs are a property of the method, not of the Trainer: naive surgery trains
+        # for none, and a config cannot leave a stale trainer.max_epochs in charge.
+        self.trainer.fit_loop.max_epochs = self.hparams.epochs if self.trains else 0
+        head = self.model.prototypes
+        train_weight = self.hparams.trainable in ("weight", "weight+bias")
+        train_bias = self.hparams.trainable in ("bias", "weight+bias")
+        head.weight.requires_grad_(train_weight and self.trains)
+        head.bias.requires_grad_(train_bias and self.trains)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        head = self.model.prototypes
+        params = [p for p in head.parameters() if p.requires_grad] or list(head.parameters())
+        return OPTIMIZERS[self.hparams.optimizer](
+            params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        )
+
+    def on_fit_start(self) -> None:
+        dm = self.datamodule
+        forget = self.extract(dm.eval_dataloader("forget"))
+        self.cache["forget"] = forget
+        if self.hparams.method in ("naive", "naive+ps"):
+            self._naive_surgery(forget["features"])
+        if not self.trains:
+            return
+        targets = soft_labels(forget["logits"], forget["labels"], self.hparams.top_k)
+        self.cache["forget"]["targets"] = targets
+        retain = self.extract(dm.eval_dataloader("retain_val"))
+        order = torch.randperm(len(retain["labels"]), generator=torch.Generator().manual_seed(0))
+        self.cache["anchor"] = {k: v[order[: self.hparams.anchor_size]] for k, v in retain.items()}
+        self.cache["retain"] = retain
+        if self.uses_early_stop:
+            self.cache["calibration"] = self.extract(dm.eval_dataloader("calibration"))
+        dm.serve_train_tensors(forget["features"], targets)
+        self._log_curves(step=0)
+
+    @torch.no_grad()
+    def _stream_gram(self) -> torch.Tensor:
+        """``G = FᵀF`` over the whole training set, one batch at a time, summed over processes."""
+        total = torch.zeros(
+            self.model.net.feature_dim,
+            self.model.net.feature_dim,
+            dtype=torch.float64,
+            device=self.device,
+        )
+        with torch.autocast(self.device.type, enabled=False):
+            for images, _ in self.datamodule.eval_dataloader("train"):
+                images = images.to(self.device, non_blocking=True)
+                features = self.model.forward_features(self.datamodule.model_input(images))
+                accumulate_gram(total, features)
+        return self.trainer.strategy.reduce(total, reduce_op="sum")
+
+    def _naive_surgery(self, forget_features: torch.Tensor) -> None:
+        dm = self.datamodule
+        head = self.model.prototypes
+        checkpoint_sha = file_sha256(self.original_ckpt)
+        path = index_path(self.original_ckpt)
+        index = None
+        if self.hparams.use_index:
+            index = load_index(path, checkpoint_sha, dm.train_fingerprint)
+        self.index_built = index is None
+        if index is None:
+            full_gram = self._stream_gram()
+            projection = surgery_projection(head.weight, self.model.initial_prototypes, full_gram)
+            index = new_index(checkpoint_sha, dm.train_fingerprint, full_gram, projection)
+        device = self.device
+        forget_gram = gram(forget_features)
+        if self.hparams.cumulative:
+            already = torch.tensor(sorted(index["removed_indices"]), dtype=torch.long)
+            is_new = ~torch.isin(dm.forget_indices, already)
+            new_ids = dm.forget_indices[is_new]
+            new_gram = forget_gram if bool(is_new.all()) else self._gram_of(new_ids)
+            index["removed_gram"] = index["removed_gram"] + new_gram.cpu()
+            index["removed_indices"] = sorted(set(index["removed_indices"]) | set(new_ids.tolist()))
+            forget_gram = index["removed_gram"].to(device)
+        self.removed_count = (
+            len(index["removed_indices"]) if self.hparams.cumulative else len(dm.forget_indices)
+        )
+        new_weight = apply_surgery(
+            self.model.initial_prototypes,
+            index["projection"].to(device),
+            index["gram"].to(device),
+            forget_gram,
+        )
+        head.weight.data.copy_(new_weight)
+        changed = self.index_built or self.hparams.cumulative
+        if self.hparams.use_index and changed and self.trainer.is_global_zero:
+            save_index(path, index)
+
+    def _gram_of(self, indices: torch.Tensor) -> torch.Tensor:
+        if len(indices) == 0:
+            return torch.zeros(
+                self.model.net.feature_dim,
+                self.model.net.feature_dim,
+                dtype=torch.float64,
+                device=self.device,
+            )
+        rows = self.extract(self.datamodule.eval_dataloader(self.datamodule.train_subset(indices)))
+        return gram(rows["features"])
+
+    # ------------------------------------------------------------------ PS epochs
+    def _head_logits(self, features: torch.Tensor) -> torch.Tensor:
+        return self.model.prototypes(features)
+
+    def training_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> torch.Tensor:
+        features, targets = batch
+        loss = soft_cross_entropy(self._head_logits(features), targets)
+        self.log("ps/soft_label_loss", loss, on_step=False, on_epoch=True)
+        if self.hparams.retain_anchor > 0:
+            anchor = self.cache["anchor"]
+            logits = self._head_logits(anchor["features"])
+            if self.hparams.anchor_target == "labels":
+                anchor_loss = F.cross_entropy(logits, anchor["labels"])
+            else:
+                anchor_loss = soft_cross_entropy(logits, torch.softmax(anchor["logits"], dim=1))
+            self.log("ps/anchor_loss", anchor_loss, on_step=False, on_epoch=True)
+            loss = loss + self.hparams.retain_anchor * anchor_loss
+        return loss
+
+    @torch.no_grad()
+    def _true_class_confidence(self, split: str) -> torch.Tensor:
+        rows = self.cache[split]
+        probabilities = torch.softmax(self._head_logits(rows["features"]).float(), dim=1)
+        return probabilities.gather(1, rows["labels"][:, None]).flatten()
+
+    @torch.no_grad()
+    def forget_at_heldout_level(self) -> bool:
+        """Whether the forget samples are no more confidently recognised than held-out samples
+        of the same classes (weighted by the forget set's class mix)."""
+        forget_labels = self.cache["forget"]["labels"]
+        calibration_labels = self.cache["calibration"]["labels"]
+        calibration_conf = self._true_class_confidence("calibration")
+        per_class = torch.zeros(self.model.hparams.num_classes, device=calibration_conf.device)
+        per_class.index_add_(0, calibration_labels, calibration_conf)
+        counts = torch.bincount(calibration_labels, minlength=len(per_class)).clamp(min=1)
+        heldout = (per_class / counts)[forget_labels].mean()
+        return bool(self._true_class_confidence("forget").mean() <= heldout)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
+        if batch_idx == 0 and self.uses_early_stop and self.forget_at_heldout_level():
+            self.stopped_at_epoch = self.current_epoch
+            self.trainer.should_stop = True
+            return -1  # skip this epoch's steps; fit ends
+        return None
+
+    @torch.no_grad()
+    def _accuracy(self, split: str) -> float:
+        rows = self.cache[split]
+        predictions = self._head_logits(rows["features"]).argmax(dim=1)
+        return (
+            float((predictions == rows["labels"]).float().mean())
+            if len(predictions)
+            else float("nan")
+        )
+
+    def _log_curves(self, step: int) -> None:
+        logger = self.logger
+        if logger is None:
+            return
+        metrics = {f"ps/{split}_acc": self._accuracy(split) for split in ("forget", "retain")}
+        metrics["ps/forget_confidence"] = float(self._true_class_confidence("forget").mean())
+        logger.log_metrics(metrics, step=step)
+
+    def on_train_epoch_end(self) -> None:
+        self._log_curves(step=self.current_epoch + 1)
+
+    # ------------------------------------------------------------------ the result
+    def unlearning_record(self) -> dict[str, Any]:
+        record = super().unlearning_record()
+        record.update(
+            {
+                "config": {k: v for k, v in self.hparams.items() if k != "original_ckpt"},
+                "removed_samples": self.removed_count or len(self.datamodule.forget_indices),
+                "index_built": self.index_built,
+                "early_stop_used": self.trains and self.uses_early_stop,
+                "stopped_at_epoch": self.stopped_at_epoch,
+                "seconds": self.elapsed_seconds,
+            }
+        )
+        return record
