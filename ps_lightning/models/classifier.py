@@ -23,6 +23,7 @@ from ps_lightning.models.lenet import LeNet5Net
 from ps_lightning.models.resnet_bottleneck import ResNet50Net
 from ps_lightning.models.resnet_cifar import CifarResNetNet
 from ps_lightning.models.vgg import VGG16Net
+from ps_lightning.timing import RunTimer
 
 CHECKPOINT_FORMAT = 1
 
@@ -65,7 +66,7 @@ class ImageClassifier(L.LightningModule):
         # One stable name, `checkpoints/model.ckpt`, that later steps (unlearning, evaluation)
         # point at. A run directory is never reused (the saved config refuses), so nothing is
         # overwritten.
-        return [ModelCheckpoint(filename="model", enable_version_counter=False)]
+        return [ModelCheckpoint(filename="model", enable_version_counter=False), RunTimer()]
 
     def on_fit_start(self) -> None:
         # Metric states can stay shared between ddp_spawn ranks; start every fit from zero.

@@ -9,7 +9,6 @@ as a new checkpoint in the same format as the original, so that evaluation, late
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from ps_lightning.data.datamodule import UnlearningDataModule
+from ps_lightning.distributed import gather_rows
 from ps_lightning.io import atomic_torch_save
 from ps_lightning.models.classifier import ImageClassifier, classifier_record, load_classifier
+from ps_lightning.timing import RunTimer
 
 RESULT_CHECKPOINT = Path("checkpoints") / "model.ckpt"
 
@@ -50,8 +51,6 @@ class UnlearningModule(L.LightningModule):
         self.model: ImageClassifier = model
         self.original_record = record
         self.model.requires_grad_(False)
-        self._started = 0.0
-        self.elapsed_seconds = 0.0
 
     # ------------------------------------------------------------------ checks
     def check_data(self, datamodule: UnlearningDataModule) -> None:
@@ -82,8 +81,8 @@ class UnlearningModule(L.LightningModule):
         self.model.eval()
         return self
 
-    def setup(self, stage: str) -> None:
-        self._started = time.perf_counter()
+    def configure_callbacks(self) -> list[L.Callback]:
+        return [RunTimer()]
 
     @property
     def datamodule(self) -> UnlearningDataModule:
@@ -111,21 +110,10 @@ class UnlearningModule(L.LightningModule):
             else torch.empty(0, self.model.net.feature_dim, device=self.device)
         )
         labs = torch.cat(labels) if labels else torch.empty(0, dtype=torch.long, device=self.device)
-        feats, labs = self.gather_rows(feats), self.gather_rows(labs)
+        feats, labs = gather_rows(self, feats), gather_rows(self, labs)
         head = self.model.prototypes
         logits = feats @ head.weight.float().T + head.bias.float()
         return {"features": feats, "labels": labs, "logits": logits}
-
-    def gather_rows(self, rows: torch.Tensor) -> torch.Tensor:
-        """Concatenate each process's rows (shards may differ in length by one)."""
-        if self.trainer.world_size == 1:
-            return rows
-        count = torch.tensor([len(rows)], device=rows.device)
-        counts = self.all_gather(count).flatten().tolist()
-        padded = torch.zeros((max(counts), *rows.shape[1:]), dtype=rows.dtype, device=rows.device)
-        padded[: len(rows)] = rows
-        gathered = self.all_gather(padded)
-        return torch.cat([gathered[r, :n] for r, n in enumerate(counts)])
 
     # ------------------------------------------------------------------ the result
     def unlearning_record(self) -> dict[str, Any]:
@@ -150,7 +138,6 @@ class UnlearningModule(L.LightningModule):
         checkpoint.update(self.result_checkpoint())
 
     def on_fit_end(self) -> None:
-        self.elapsed_seconds = time.perf_counter() - self._started
         log_dir = self.trainer.log_dir
         if self.trainer.is_global_zero and log_dir:
             atomic_torch_save(Path(log_dir) / RESULT_CHECKPOINT, self.result_checkpoint())

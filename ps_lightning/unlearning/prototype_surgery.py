@@ -108,7 +108,6 @@ class PSUnlearnModule(UnlearningModule):
 
     # ------------------------------------------------------------------ set-up
     def setup(self, stage: str) -> None:
-        super().setup(stage)
         # PS epochs are a property of the method, not of the Trainer: naive surgery trains
         # for none, and a config cannot leave a stale trainer.max_epochs in charge.
         self.trainer.fit_loop.max_epochs = self.hparams.epochs if self.trains else 0
@@ -286,7 +285,6 @@ class PSUnlearnModule(UnlearningModule):
                 "index_built": self.index_built,
                 "early_stop_used": self.trains and self.uses_early_stop,
                 "stopped_at_epoch": self.stopped_at_epoch,
-                "seconds": self.elapsed_seconds,
             }
         )
         return record

@@ -1,0 +1,176 @@
+"""UnlearningEvaluator: `ps-lightning test` on any set of checkpoints, side by side.
+
+One pass over the forget, retain, test and calibration splits runs every listed model on the
+same batches. It writes ``metrics.json`` and a markdown ``table.md`` in its run directory,
+prints the table, and logs scalars, a confusion matrix per model and the hyperparameters of
+each unlearning run to TensorBoard.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import nn
+
+from ps_lightning.data.datamodule import EVAL_SPLITS, UnlearningDataModule
+from ps_lightning.distributed import gather_rows
+from ps_lightning.evaluation.figures import confusion_matrix, confusion_matrix_figure
+from ps_lightning.evaluation.metrics import gaps_to_retrain, split_metrics
+from ps_lightning.evaluation.report import markdown_table
+from ps_lightning.io import atomic_write_json, atomic_write_text
+from ps_lightning.models.classifier import load_classifier
+from ps_lightning.timing import TIMING_NAME
+
+
+def _run_timing(checkpoint: str) -> dict[str, Any] | None:
+    # checkpoints live at <run>/checkpoints/model.ckpt, the run's timing at <run>/timing.json
+    timing = Path(checkpoint).resolve().parent.parent / TIMING_NAME
+    return json.loads(timing.read_text()) if timing.is_file() else None
+
+
+class UnlearningEvaluator(L.LightningModule):
+    """Evaluate checkpoints on a forget request's splits.
+
+    Args:
+        checkpoints: name → checkpoint path, e.g. ``{original: ..., retrain: ..., ps: ...}``.
+        retrain: the name (a key of ``checkpoints``) of the model retrained without the forget
+            set; every model's gap to it is reported. ``None``: no gaps.
+        num_classes: set from the data; checked against each checkpoint.
+        in_channels: set from the data; checked against each checkpoint.
+    """
+
+    def __init__(
+        self,
+        checkpoints: dict[str, str],
+        retrain: str | None = None,
+        num_classes: int | None = None,
+        in_channels: int | None = None,
+    ) -> None:
+        super().__init__()
+        if not checkpoints:
+            raise ValueError("checkpoints is empty: name at least one checkpoint to evaluate.")
+        if retrain is not None and retrain not in checkpoints:
+            raise ValueError(
+                f"retrain={retrain!r} is not one of the checkpoints {sorted(checkpoints)}."
+            )
+        self.save_hyperparameters()
+        self.models = nn.ModuleDict()
+        self.records: dict[str, dict[str, Any]] = {}
+        for name, path in checkpoints.items():
+            model, record = load_classifier(path)
+            if num_classes is not None and record["init_args"].get("num_classes") != num_classes:
+                raise ValueError(
+                    f"checkpoint '{path}' has {record['init_args'].get('num_classes')} classes, "
+                    f"the data {num_classes}: it belongs to another dataset."
+                )
+            self.models[name] = model
+            self.records[name] = record
+        self.outputs: dict[str, dict[str, list[torch.Tensor]]] = {}
+
+    def check_data(self, datamodule: UnlearningDataModule) -> None:
+        """Every model must come from this training set; retrain must exclude this forget set."""
+        for name, record in self.records.items():
+            manifest = (record.get("data") or {}).get("split_manifest") or {}
+            if manifest.get("fingerprint") != datamodule.train_fingerprint:
+                raise ValueError(
+                    f"checkpoint {name!r} ('{self.hparams.checkpoints[name]}') was trained on "
+                    f"'{manifest.get('dataset')}' (fingerprint {manifest.get('fingerprint')}), "
+                    f"not on this data ('{datamodule.dataset_name}', fingerprint "
+                    f"{datamodule.train_fingerprint})."
+                )
+        if self.hparams.retrain is not None:
+            data = self.records[self.hparams.retrain].get("data") or {}
+            forget = (data.get("split_manifest") or {}).get("forget_indices")
+            if data.get("train_on") != "retain" or forget != datamodule.forget_indices.tolist():
+                raise ValueError(
+                    f"checkpoint {self.hparams.retrain!r} is not a model retrained without this "
+                    "forget set (it must be trained with train_on: retain on the same "
+                    "split_manifest)."
+                )
+
+    def on_test_start(self) -> None:
+        self.outputs = {name: {split: [] for split in EVAL_SPLITS} for name in self.models}
+        self.labels: dict[str, list[torch.Tensor]] = {split: [] for split in EVAL_SPLITS}
+
+    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        images, labels = batch
+        split = EVAL_SPLITS[dataloader_idx]
+        self.labels[split].append(labels)
+        for name, model in self.models.items():
+            self.outputs[name][split].append(model(images).float())
+
+    def on_test_epoch_end(self) -> None:
+        dm: UnlearningDataModule = self.trainer.datamodule
+        num_classes = dm.num_classes
+        labels = {s: gather_rows(self, torch.cat(v)).cpu() for s, v in self.labels.items()}
+        target_classes = sorted(set(labels["forget"].tolist()))
+        logits = {
+            name: {s: gather_rows(self, torch.cat(v)).cpu() for s, v in splits.items()}
+            for name, splits in self.outputs.items()
+        }
+        results: dict[str, Any] = {}
+        for name in self.models:
+            outputs = {s: (logits[name][s], labels[s]) for s in EVAL_SPLITS}
+            results[name] = {
+                "checkpoint": self.hparams.checkpoints[name],
+                "metrics": split_metrics(outputs, num_classes, target_classes),
+                "unlearning": self.records[name].get("unlearning"),
+                "timing": _run_timing(self.hparams.checkpoints[name]),
+            }
+        retrain = self.hparams.retrain
+        if retrain is not None:
+            for result in results.values():
+                result["gap_to_retrain"] = gaps_to_retrain(
+                    result["metrics"], results[retrain]["metrics"]
+                )
+        summary = {
+            "dataset": dm.dataset_name,
+            "request": dm.manifest["request"],
+            "num_forget": dm.manifest["num_forget"],
+            "num_retain": dm.manifest["num_retain"],
+            "target_classes": target_classes,
+            "retrain": retrain,
+            "models": results,
+        }
+        self._log(summary, logits, labels)
+        log_dir = self.trainer.log_dir
+        if self.trainer.is_global_zero and log_dir:
+            table = markdown_table(summary)
+            atomic_write_json(Path(log_dir) / "metrics.json", summary)
+            atomic_write_text(Path(log_dir) / "table.md", table)
+            print(f"\n{table}")
+
+    def _log(self, summary: dict[str, Any], logits: dict, labels: dict) -> None:
+        scalars = {}
+        for name, result in summary["models"].items():
+            for metric, value in {**result["metrics"], **result.get("gap_to_retrain", {})}.items():
+                if isinstance(value, float) and not math.isnan(value):
+                    scalars[f"eval/{name}/{metric}"] = value
+        if self.logger is None or not self.trainer.is_global_zero:
+            return
+        # Straight to the logger: these are computed once from gathered outputs, not per batch.
+        self.logger.log_metrics(scalars, step=0)
+        if not isinstance(self.logger, TensorBoardLogger):
+            return
+        writer = self.logger.experiment
+        num_classes = self.trainer.datamodule.num_classes
+        for name in summary["models"]:
+            matrix = confusion_matrix(logits[name]["test"], labels["test"], num_classes)
+            writer.add_figure(f"confusion_matrix/{name}", confusion_matrix_figure(matrix, name))
+            record = summary["models"][name]["unlearning"]
+            if record:
+                params = {k: str(v) for k, v in record.get("config", {}).items()}
+                gap = summary["models"][name].get("gap_to_retrain", {})
+                final = {
+                    f"hparams/{k}": summary["models"][name]["metrics"][k]
+                    for k in ("forget_acc", "retain_acc", "test_acc", "mia_confidence")
+                }
+                if gap:
+                    final["hparams/avg_gap"] = gap["avg_gap"]
+                writer.add_hparams(params, final, run_name=f"hparams-{name}")
