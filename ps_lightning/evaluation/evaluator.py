@@ -144,7 +144,6 @@ class UnlearningEvaluator(L.LightningModule):
             table = markdown_table(summary)
             atomic_write_json(Path(log_dir) / "metrics.json", summary)
             atomic_write_text(Path(log_dir) / "table.md", table)
-            print(f"\n{table}")
 
     def _log(self, summary: dict[str, Any], logits: dict, labels: dict) -> None:
         scalars = {}

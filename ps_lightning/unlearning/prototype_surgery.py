@@ -12,7 +12,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.loggers import TensorBoardLogger
 
+from ps_lightning.evaluation.figures import prototype_shift_figure, soft_label_figure
 from ps_lightning.unlearning.base import UnlearningModule
 from ps_lightning.unlearning.index import file_sha256, index_path, load_index, new_index, save_index
 from ps_lightning.unlearning.soft_labels import soft_cross_entropy, soft_labels
@@ -276,6 +278,27 @@ class PSUnlearnModule(UnlearningModule):
         self._log_curves(step=self.current_epoch + 1)
 
     # ------------------------------------------------------------------ the result
+    def on_fit_end(self) -> None:
+        self._log_figures()
+        super().on_fit_end()
+
+    def _log_figures(self) -> None:
+        if not isinstance(self.logger, TensorBoardLogger) or not self.trainer.is_global_zero:
+            return
+        writer = self.logger.experiment
+        head = self.model.prototypes
+        shift = (head.weight.detach() - self.original_weight).norm(dim=1)
+        target_classes = sorted(set(self.cache["forget"]["labels"].tolist()))
+        writer.add_figure("ps/prototype_shift", prototype_shift_figure(shift, target_classes))
+        if "targets" in self.cache["forget"]:
+            forget = self.cache["forget"]
+            writer.add_figure(
+                "ps/soft_labels", soft_label_figure(forget["targets"], forget["labels"])
+            )
+            writer.add_histogram(
+                "ps/soft_label_runner_up_mass", forget["targets"].max(dim=1).values
+            )
+
     def unlearning_record(self) -> dict[str, Any]:
         record = super().unlearning_record()
         record.update(

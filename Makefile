@@ -1,0 +1,95 @@
+# ps-lightning: `make demo` and `make test` set everything up themselves (.venv, install).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PSL := $(BIN)/ps-lightning
+
+# The paper's parameters (see README): which original model, which request.
+DATASET ?= digits
+SEED ?= 209
+EXPID ?= 0
+RATIO ?= 0.1
+CLASSES ?= 1
+DATA_DIR ?= data
+RUNS_DIR ?= runs
+# Trainer settings passed to every step; MAX_EPOCHS only to original and retrain training.
+ACCELERATOR ?= auto
+DEVICES ?= auto
+PRECISION ?= 32-true
+MAX_EPOCHS ?=
+
+comma := ,
+REQUEST_TAG := seed$(SEED)-ratio$(RATIO)-classes$(subst $(comma),+,$(CLASSES))
+ORIGINAL_RUN := expid$(EXPID)/original
+REQUEST_RUN := expid$(EXPID)/$(REQUEST_TAG)
+ORIGINAL_DIR := $(RUNS_DIR)/$(DATASET)/$(ORIGINAL_RUN)
+REQUEST_DIR := $(RUNS_DIR)/$(DATASET)/$(REQUEST_RUN)
+ORIGINAL_CKPT := $(ORIGINAL_DIR)/checkpoints/model.ckpt
+MANIFEST := $(REQUEST_DIR)/retrain/split.json
+CONFIGS := configs/$(DATASET)
+
+COMMON := --trainer.logger.init_args.save_dir $(RUNS_DIR) --data.init_args.data_dir $(DATA_DIR) \
+	--trainer.accelerator $(ACCELERATOR) --trainer.devices $(DEVICES) \
+	--trainer.precision $(PRECISION) --trainer.enable_progress_bar false
+REQUEST := --data.init_args.forget_classes '[$(CLASSES)]' --data.init_args.forget_ratio $(RATIO) \
+	--data.init_args.seed $(SEED)
+TRAINING := --seed_everything $(EXPID) \
+	$(if $(MAX_EPOCHS),--trainer.max_epochs $(MAX_EPOCHS) --lr_scheduler.init_args.T_max $(MAX_EPOCHS))
+FROM_REQUEST := $(REQUEST) --data.init_args.split_manifest $(MANIFEST)
+FROM_ORIGINAL := --model.init_args.original_ckpt $(ORIGINAL_CKPT)
+
+.PHONY: help install demo test lint tensorboard chain digits mnist cifar10 cifar100 tinyimagenet clean-runs
+
+help:
+	@echo "make demo          the whole chain on the embedded digits data, then its comparison table"
+	@echo "make test          the test suite"
+	@echo "make <dataset>     digits | mnist | cifar10 | cifar100 | tinyimagenet: original -> retrain -> naive_ps -> ps -> evaluate"
+	@echo "make tensorboard   TensorBoard on $(RUNS_DIR)"
+	@echo "variables: SEED EXPID RATIO CLASSES DATA_DIR RUNS_DIR ACCELERATOR DEVICES PRECISION MAX_EPOCHS"
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check ps_lightning tests benchmarks
+	$(BIN)/ruff format --check ps_lightning tests benchmarks
+
+tensorboard: $(STAMP)
+	$(BIN)/tensorboard --logdir $(RUNS_DIR)
+
+demo: digits
+
+digits mnist cifar10 cifar100 tinyimagenet:
+	@$(MAKE) --no-print-directory chain DATASET=$@
+
+# The chain. Each step is a file target: a finished step is not run again (delete its run
+# directory to redo it). The retrain step draws the request's split; later steps reuse it.
+chain: $(REQUEST_DIR)/evaluate/table.md
+	@cat $<
+
+$(ORIGINAL_CKPT): | $(STAMP)
+	$(PSL) fit --config $(CONFIGS)/original.yaml --run $(ORIGINAL_RUN) $(COMMON) $(REQUEST) $(TRAINING)
+
+$(REQUEST_DIR)/retrain/checkpoints/model.ckpt: | $(STAMP)
+	$(PSL) fit --config $(CONFIGS)/retrain.yaml --run $(REQUEST_RUN)/retrain $(COMMON) $(REQUEST) \
+		$(TRAINING) --data.init_args.split_manifest null
+
+$(REQUEST_DIR)/%/checkpoints/model.ckpt: $(ORIGINAL_CKPT) $(REQUEST_DIR)/retrain/checkpoints/model.ckpt
+	$(PSL) fit --config $(CONFIGS)/$*.yaml --run $(REQUEST_RUN)/$* $(COMMON) $(FROM_REQUEST) $(FROM_ORIGINAL)
+
+$(REQUEST_DIR)/evaluate/table.md: $(ORIGINAL_CKPT) $(foreach s,retrain naive_ps ps,$(REQUEST_DIR)/$(s)/checkpoints/model.ckpt)
+	$(PSL) test --config $(CONFIGS)/evaluate.yaml --run $(REQUEST_RUN)/evaluate $(COMMON) $(FROM_REQUEST) \
+		--model.init_args.checkpoints '{original: $(ORIGINAL_CKPT), retrain: $(REQUEST_DIR)/retrain/checkpoints/model.ckpt, naive_ps: $(REQUEST_DIR)/naive_ps/checkpoints/model.ckpt, ps: $(REQUEST_DIR)/ps/checkpoints/model.ckpt}'
+
+clean-runs:
+	rm -rf $(RUNS_DIR)
