@@ -188,10 +188,12 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def aggregate(per_seed: list[dict[str, Any]]) -> dict[str, dict[str, tuple[float, float]]]:
-    """Mean and std over seeds of every metric, gap and time, per model."""
+def aggregate(
+    per_seed: list[dict[str, Any]], names: list[str]
+) -> dict[str, dict[str, tuple[float, float]]]:
+    """Mean and std over seeds of every metric, gap and time, per model, in ``names`` order."""
     table: dict[str, dict[str, tuple[float, float]]] = {}
-    for name in per_seed[0]["models"]:
+    for name in names:
         rows = [summary["models"][name] for summary in per_seed]
         retrain_rows = [summary["models"][summary["retrain"]] for summary in per_seed]
         columns = {metric: [r["metrics"][metric] for r in rows] for metric in METRICS}
@@ -292,7 +294,7 @@ def main(argv: list[str] | None = None) -> None:
                 flush=True,
             )
             per_seed.append(harness.seed_run(seed, scenario, methods))
-        table = aggregate(per_seed)
+        table = aggregate(per_seed, ["original", "retrain", *methods])
         text = markdown(args.dataset, scenario, args.seeds, table, args.isolate)
         stem = args.out / f"{args.dataset}-{scenario}"
         atomic_write_text(stem.with_suffix(".md"), text)

@@ -47,10 +47,11 @@ class PSUnlearnModule(UnlearningModule):
         anchor_size: how many retain samples the anchor uses.
         anchor_target: anchor on the retain samples' ``labels`` or the original model's
             ``outputs`` (a KL term).
-        early_stop: stop PS when the forget samples are no longer classified more
+        early_stop: stop PS when the forget samples are no longer recognised more
             confidently than held-out samples of their classes (the retrained model's
-            behaviour): ``on``, ``off`` (the paper) or ``auto`` (on unless the request
-            removes whole classes, where retrain's held-out confidence is zero as well).
+            behaviour), and keep the head state checked before each step that came closest
+            to that level: ``on``, ``off`` (the paper) or ``auto`` (on unless the request
+            removes whole classes, where retrain does not recognise held-out samples either).
         use_index: cache the surgery index beside the original checkpoint and reuse it.
         cumulative: successive requests against the same original model accumulate: the
             result removes every sample of every earlier cumulative request too.
@@ -98,6 +99,9 @@ class PSUnlearnModule(UnlearningModule):
         self.index_built = False
         self.removed_count = 0
         self.stopped_at_epoch: int | None = None
+        self.closest: tuple[float, int, torch.Tensor, torch.Tensor] | None = None
+        self.restored_step: int | None = None
+        self.heldout_level = float("nan")
 
     @property
     def trains(self) -> bool:
@@ -116,8 +120,10 @@ class PSUnlearnModule(UnlearningModule):
         head = self.model.prototypes
         train_weight = self.hparams.trainable in ("weight", "weight+bias")
         train_bias = self.hparams.trainable in ("bias", "weight+bias")
-        head.weight.requires_grad_(train_weight and self.trains)
-        head.bias.requires_grad_(train_bias and self.trains)
+        # Without training (naive surgery) no optimizer step ever runs, but the head stays
+        # trainable: DDP refuses to wrap a module without a parameter that requires a gradient.
+        head.weight.requires_grad_(train_weight or not self.trains)
+        head.bias.requires_grad_(train_bias or not self.trains)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         head = self.model.prototypes
@@ -142,6 +148,7 @@ class PSUnlearnModule(UnlearningModule):
         self.cache["retain"] = retain
         if self.uses_early_stop:
             self.cache["calibration"] = self.extract(dm.eval_dataloader("calibration"))
+            self.heldout_level = self.heldout_confidence()
         dm.serve_train_tensors(forget["features"], targets)
         self._log_curves(step=0)
 
@@ -237,24 +244,59 @@ class PSUnlearnModule(UnlearningModule):
         return probabilities.gather(1, rows["labels"][:, None]).flatten()
 
     @torch.no_grad()
-    def forget_at_heldout_level(self) -> bool:
-        """Whether the forget samples are no more confidently recognised than held-out samples
-        of the same classes (weighted by the forget set's class mix)."""
+    def heldout_confidence(self) -> float:
+        """The original model's mean true-class confidence on held-out (calibration) samples of
+        the forget samples' classes, weighted by the forget set's class mix."""
         forget_labels = self.cache["forget"]["labels"]
-        calibration_labels = self.cache["calibration"]["labels"]
-        calibration_conf = self._true_class_confidence("calibration")
+        calibration = self.cache["calibration"]
+        calibration_labels = calibration["labels"]
+        logits = F.linear(calibration["features"], self.original_weight, self.original_bias)
+        calibration_conf = (
+            torch.softmax(logits.float(), dim=1).gather(1, calibration_labels[:, None]).flatten()
+        )
         per_class = torch.zeros(self.model.hparams.num_classes, device=calibration_conf.device)
         per_class.index_add_(0, calibration_labels, calibration_conf)
         counts = torch.bincount(calibration_labels, minlength=len(per_class)).clamp(min=1)
-        heldout = (per_class / counts)[forget_labels].mean()
-        return bool(self._true_class_confidence("forget").mean() <= heldout)
+        return float((per_class / counts)[forget_labels].mean())
+
+    @torch.no_grad()
+    def confidence_excess(self) -> float:
+        """How much more confidently the forget samples are recognised than the original model
+        recognises unseen samples of their classes: > 0 while they are still remembered.
+
+        The level is fixed from the original model, as a model retrained without a part of a
+        class still recognises that class's unseen samples; comparing with the current head
+        instead would be fooled when PS erases the whole class (both levels fall to zero)."""
+        return float(self._true_class_confidence("forget").mean()) - self.heldout_level
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
-        if batch_idx == 0 and self.uses_early_stop and self.forget_at_heldout_level():
+        if not self.uses_early_stop:
+            return None
+        # Checked before every step. One step can overshoot the held-out level by far (a whole
+        # small forget set is one batch), so the head state closest to that level is kept and
+        # restored at the end, rather than whatever state the crossing step produced.
+        excess = self.confidence_excess()
+        if self.closest is None or abs(excess) < self.closest[0]:
+            head = self.model.prototypes
+            self.closest = (
+                abs(excess),
+                self.global_step,
+                head.weight.detach().clone(),
+                head.bias.detach().clone(),
+            )
+        if excess <= 0:
             self.stopped_at_epoch = self.current_epoch
             self.trainer.should_stop = True
-            return -1  # skip this epoch's steps; fit ends
+            return -1  # skip the rest of this epoch; fit ends
         return None
+
+    def on_train_end(self) -> None:
+        if self.uses_early_stop and self.closest is not None:
+            if not self.trainer.should_stop and abs(self.confidence_excess()) < self.closest[0]:
+                return  # the final state (after the last step) is the closest
+            _, self.restored_step, weight, bias = self.closest
+            self.model.prototypes.weight.data.copy_(weight)
+            self.model.prototypes.bias.data.copy_(bias)
 
     @torch.no_grad()
     def _accuracy(self, split: str) -> float:
@@ -308,6 +350,7 @@ class PSUnlearnModule(UnlearningModule):
                 "index_built": self.index_built,
                 "early_stop_used": self.trains and self.uses_early_stop,
                 "stopped_at_epoch": self.stopped_at_epoch,
+                "restored_step": self.restored_step,
             }
         )
         return record

@@ -1,0 +1,19 @@
+"""DataModules that produce the forget and retain splits of a deletion request."""
+
+from ps_lightning.data.datamodule import UnlearningDataModule
+from ps_lightning.data.datasets import (
+    CIFAR10DataModule,
+    CIFAR100DataModule,
+    DigitsDataModule,
+    MNISTDataModule,
+    TinyImageNetDataModule,
+)
+
+__all__ = [
+    "CIFAR10DataModule",
+    "CIFAR100DataModule",
+    "DigitsDataModule",
+    "MNISTDataModule",
+    "TinyImageNetDataModule",
+    "UnlearningDataModule",
+]

@@ -1,0 +1,344 @@
+"""UnlearningDataModule: one training set, one forget request, named forget/retain/test splits.
+
+Images stay in memory as uint8 tensors; batches are cut by tensor indexing and normalised (and,
+for training, augmented) on the device after transfer, so no per-sample Python transform runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import lightning as L
+import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset
+
+from ps_lightning.data import augment
+from ps_lightning.data.manifest import (
+    build_manifest,
+    check_manifest,
+    fingerprint,
+    read_manifest,
+    write_manifest,
+)
+from ps_lightning.data.requests import (
+    check_indices,
+    draw_forget_indices,
+    split_test_set,
+    validate_request,
+)
+from ps_lightning.data.sources import Source
+
+TRAIN_ON = ("full", "retain", "forget")
+# The order of the test loaders (validation: the first three, with a retain subset);
+# `dataloader_idx` indexes this tuple. Calibration is the held-out half of the test set.
+EVAL_SPLITS = ("forget", "retain", "test", "calibration")
+MANIFEST_NAME = "split.json"
+
+
+class TensorSamples(Dataset):
+    """Rows of equally long tensors; a whole batch is one indexing operation."""
+
+    def __init__(self, *tensors: torch.Tensor) -> None:
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(self.tensors[0])
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
+        return tuple(t[index] for t in self.tensors)
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
+        rows = torch.as_tensor(indices, dtype=torch.long)
+        return tuple(t[rows] for t in self.tensors)
+
+
+def _already_batched(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    return batch
+
+
+class UnlearningDataModule(L.LightningDataModule):
+    """Base of every dataset: the forget request, the split manifest and the loaders.
+
+    Args:
+        data_dir: where the dataset files are (or are downloaded to).
+        download: fetch the dataset when its files are missing.
+        forget: request kind: ``classes`` (a fraction of some classes; ratio 1.0 = whole
+            classes), ``random`` (a fraction of the whole training set), ``indices`` (a file).
+        forget_classes: the classes a ``classes`` request draws from (the paper: class 1).
+        forget_ratio: the fraction to forget, in (0, 1] (the paper: 0.1).
+        forget_indices_file: JSON list or one index per line, for ``indices``.
+        seed: seeds the request and the calibration/report halves of the test set.
+        split_manifest: load this manifest instead of drawing (later runs reuse the original
+            run's ``split.json``); refused if it was drawn from other data or another request.
+        train_on: ``full`` (the original model), ``retain`` (the retrained gold standard) or
+            ``forget``.
+        augment: apply the dataset's train augmentation (random crop, flip) on the device.
+        batch_size: training batch size.
+        eval_batch_size: batch size of the validation, test and feature-extraction loaders.
+        retain_val_size: size of the fixed random retain subset validated each epoch (0: all).
+        num_workers: DataLoader workers; the data are in memory, so 0 is usually fastest.
+    """
+
+    dataset_name: ClassVar[str]
+    num_classes: ClassVar[int]
+    in_channels: ClassVar[int]
+    mean: ClassVar[tuple[float, ...]]
+    std: ClassVar[tuple[float, ...]]
+    crop_padding: ClassVar[int] = 0
+    horizontal_flip: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        download: bool = False,
+        forget: str = "classes",
+        forget_classes: list[int] | None = None,
+        forget_ratio: float = 0.1,
+        forget_indices_file: str | None = None,
+        seed: int = 209,
+        split_manifest: str | None = None,
+        train_on: str = "full",
+        augment: bool = True,
+        batch_size: int = 256,
+        eval_batch_size: int = 1024,
+        retain_val_size: int = 2000,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        forget_classes = [1] if forget_classes is None else list(forget_classes)
+        validate_request(
+            forget, forget_classes, forget_ratio, self.num_classes, forget_indices_file
+        )
+        if train_on not in TRAIN_ON:
+            raise ValueError(f"train_on={train_on!r} is not one of {TRAIN_ON}.")
+        if batch_size < 1 or eval_batch_size < 1:
+            raise ValueError("batch_size and eval_batch_size must be positive.")
+        self.save_hyperparameters()
+        self.forget_classes = forget_classes
+        self.request = self._request_record(
+            forget, forget_classes, forget_ratio, seed, forget_indices_file
+        )
+        self._source: Source | None = None
+        self.manifest: dict[str, Any] | None = None
+        self._served_train: TensorSamples | None = None
+        if not download:
+            # The files must be here already: load now, so that a missing file or a bad request
+            # is reported before the Trainer creates any run directory.
+            self._load()
+
+    # ---------------------------------------------------------------- dataset-specific
+    def load_source(self) -> Source:
+        raise NotImplementedError
+
+    def download_source(self) -> None:
+        """Fetch the files (called on one process only); the default loads with download on."""
+        self.load_source()
+
+    # ---------------------------------------------------------------- the split
+    @staticmethod
+    def _request_record(
+        kind: str, classes: list[int], ratio: float, seed: int, indices_file: str | None
+    ) -> dict[str, Any]:
+        if kind == "indices":
+            return {"kind": kind, "indices_file": str(Path(str(indices_file)).resolve())}
+        record: dict[str, Any] = {"kind": kind, "ratio": float(ratio), "seed": int(seed)}
+        if kind == "classes":
+            record["classes"] = sorted(int(c) for c in classes)
+        return record
+
+    def _load(self) -> None:
+        if self._source is not None:
+            return
+        source = self.load_source()
+        self._source = source
+        train_fingerprint = fingerprint(source.train_labels, tuple(source.train_images.shape[1:]))
+        if self.hparams.split_manifest:
+            where = f"split manifest '{self.hparams.split_manifest}'"
+            manifest = read_manifest(self.hparams.split_manifest)
+            check_manifest(manifest, self.dataset_name, train_fingerprint, where)
+            if manifest["request"] != self.request:
+                raise ValueError(
+                    f"{where} was drawn for the request {manifest['request']}, but this run asks "
+                    f"for {self.request}. Make the data.forget* settings match the manifest, or "
+                    "drop data.split_manifest to draw a new split."
+                )
+            num_train, num_test = len(source.train_labels), len(source.test_labels)
+            check_indices(manifest["forget_indices"], num_train, where)
+            if not 0 < len(manifest["forget_indices"]) < num_train:
+                raise ValueError(
+                    f"{where} forgets {len(manifest['forget_indices'])} of {num_train} training "
+                    "samples: a split needs a non-empty forget set and a non-empty retain set."
+                )
+            check_indices(
+                manifest["calibration_test_indices"],
+                num_test,
+                f"{where} (calibration_test_indices)",
+                what="test set",
+            )
+        else:
+            forget = draw_forget_indices(
+                source.train_labels,
+                self.hparams.forget,
+                self.forget_classes,
+                self.hparams.forget_ratio,
+                self.hparams.seed,
+                self.hparams.forget_indices_file,
+            )
+            calibration, _ = split_test_set(len(source.test_labels), self.hparams.seed)
+            manifest = build_manifest(
+                self.dataset_name,
+                train_fingerprint,
+                len(source.train_labels),
+                len(source.test_labels),
+                self.num_classes,
+                self.request,
+                forget,
+                calibration,
+            )
+        self.manifest = manifest
+        num_train = len(source.train_labels)
+        is_forget = torch.zeros(num_train, dtype=torch.bool)
+        is_forget[manifest["forget_indices"]] = True
+        self.forget_indices = torch.nonzero(is_forget).flatten()
+        self.retain_indices = torch.nonzero(~is_forget).flatten()
+        is_calibration = torch.zeros(len(source.test_labels), dtype=torch.bool)
+        is_calibration[manifest["calibration_test_indices"]] = True
+        self.calibration_indices = torch.nonzero(is_calibration).flatten()
+        self.report_indices = torch.nonzero(~is_calibration).flatten()
+
+    @property
+    def train_fingerprint(self) -> str:
+        self._load()
+        assert self.manifest is not None
+        return self.manifest["fingerprint"]
+
+    def prepare_data(self) -> None:
+        if self.hparams.download:
+            self.download_source()
+
+    def setup(self, stage: str) -> None:
+        self._load()
+        trainer = self.trainer
+        if trainer is not None and trainer.is_global_zero and trainer.log_dir:
+            write_manifest(Path(trainer.log_dir) / MANIFEST_NAME, self.manifest)
+
+    def state_dict(self) -> dict[str, Any]:
+        # Saved in every checkpoint, so a model always says which samples it was trained on.
+        assert self.manifest is not None
+        return {"split_manifest": self.manifest, "train_on": self.hparams.train_on}
+
+    # ---------------------------------------------------------------- samples
+    def samples(self, split: str) -> TensorSamples:
+        """Images and labels of a split: train, forget, retain, retain_val, test, calibration."""
+        self._load()
+        source = self._source
+        assert source is not None
+        if split in ("test", "calibration"):
+            rows = self.report_indices if split == "test" else self.calibration_indices
+            return TensorSamples(source.test_images[rows], source.test_labels[rows])
+        rows = {
+            "train": torch.arange(len(source.train_labels)),
+            "full": torch.arange(len(source.train_labels)),
+            "forget": self.forget_indices,
+            "retain": self.retain_indices,
+            "retain_val": self._retain_val_indices(),
+        }.get(split)
+        if rows is None:
+            raise KeyError(f"unknown split {split!r}")
+        return TensorSamples(source.train_images[rows], source.train_labels[rows])
+
+    def train_subset(self, indices: torch.Tensor) -> TensorSamples:
+        """Training samples by index (e.g. the not yet removed part of a cumulative request)."""
+        self._load()
+        assert self._source is not None
+        return TensorSamples(self._source.train_images[indices], self._source.train_labels[indices])
+
+    @property
+    def forgets_whole_classes(self) -> bool:
+        """Whether the forget set is exactly a union of whole classes."""
+        self._load()
+        assert self._source is not None
+        labels = self._source.train_labels
+        forget_labels = labels[self.forget_indices]
+        classes = forget_labels.unique()
+        return bool((labels[:, None] == classes).any(1).sum() == len(forget_labels))
+
+    def _retain_val_indices(self) -> torch.Tensor:
+        size = self.hparams.retain_val_size
+        if size <= 0 or size >= len(self.retain_indices):
+            return self.retain_indices
+        generator = torch.Generator().manual_seed(self.hparams.seed + 2)
+        pick = torch.randperm(len(self.retain_indices), generator=generator)[:size]
+        return self.retain_indices[torch.sort(pick).values]
+
+    def serve_train_tensors(self, *tensors: torch.Tensor) -> None:
+        """Serve these tensors (e.g. cached features and soft targets) as the training set.
+
+        Unlearning modules train on cached features, not on images; they hand those to the
+        datamodule so that Lightning's own loop, sampler and device transfer still apply.
+        """
+        lengths = {len(t) for t in tensors}
+        if not tensors or lengths == {0} or len(lengths) != 1:
+            raise ValueError(
+                f"serve_train_tensors needs non-empty tensors of one length, got lengths "
+                f"{[len(t) for t in tensors]}."
+            )
+        self._served_train = TensorSamples(*tensors)
+
+    # ---------------------------------------------------------------- loaders
+    def _loader(self, samples: TensorSamples, shuffle: bool, batch_size: int) -> DataLoader:
+        sampler = None
+        trainer = self.trainer
+        if not shuffle and trainer is not None and trainer.world_size > 1:
+            # Evaluation must see each sample exactly once: padded shards would count some twice.
+            sampler = UnrepeatedDistributedSampler(
+                samples, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+            )
+        return DataLoader(
+            samples,
+            batch_size=batch_size,
+            shuffle=shuffle if sampler is None else False,
+            sampler=sampler,
+            collate_fn=_already_batched,
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
+
+    def eval_dataloader(self, split: str | TensorSamples) -> DataLoader:
+        """An unshuffled loader over a named split (each sample once, also under DDP)."""
+        samples = self.samples(split) if isinstance(split, str) else split
+        return self._loader(samples, False, self.hparams.eval_batch_size)
+
+    def train_dataloader(self) -> DataLoader:
+        # `is None`, not `or`: an empty served set must not silently fall back to the images.
+        samples = (
+            self.samples(self.hparams.train_on)
+            if self._served_train is None
+            else self._served_train
+        )
+        return self._loader(samples, True, self.hparams.batch_size)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return [self.eval_dataloader(s) for s in ("forget", "retain_val", "test")]
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return [self.eval_dataloader(s) for s in EVAL_SPLITS]
+
+    def model_input(self, images: torch.Tensor, augment_batch: bool = False) -> torch.Tensor:
+        """uint8 images on the device → the normalised float batch a model takes."""
+        if augment_batch and self.hparams.augment:
+            if self.crop_padding:
+                images = augment.random_crop(images, self.crop_padding)
+            if self.horizontal_flip:
+                images = augment.random_hflip(images)
+        return augment.normalize(images, self.mean, self.std)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        images, *rest = batch
+        if images.dtype != torch.uint8:
+            return batch  # served tensors (cached features) pass through untouched
+        trainer = self.trainer
+        training = trainer is not None and trainer.training
+        return (self.model_input(images, augment_batch=training), *rest)

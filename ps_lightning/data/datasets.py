@@ -1,0 +1,72 @@
+"""The paper's datasets (and the embedded digits) as UnlearningDataModules.
+
+Each class only names its source, class count and normalisation; everything else is shared.
+"""
+
+from __future__ import annotations
+
+from ps_lightning.data import sources
+from ps_lightning.data.datamodule import UnlearningDataModule
+from ps_lightning.data.sources import Source
+
+
+class DigitsDataModule(UnlearningDataModule):
+    """scikit-learn's 8×8 handwritten digits at 32×32: embedded, no download (the default)."""
+
+    dataset_name = "digits"
+    num_classes = 10
+    in_channels = 1
+    mean = (0.30,)
+    std = (0.38,)
+
+    def load_source(self) -> Source:
+        return sources.load_digits()
+
+
+class MNISTDataModule(UnlearningDataModule):
+    dataset_name = "mnist"
+    num_classes = 10
+    in_channels = 1
+    mean = (0.1307,)
+    std = (0.3081,)
+
+    def load_source(self) -> Source:
+        return sources.load_mnist(self.hparams.data_dir, self.hparams.download)
+
+
+class CIFAR10DataModule(UnlearningDataModule):
+    dataset_name = "cifar10"
+    num_classes = 10
+    in_channels = 3
+    mean = (0.4914, 0.4822, 0.4465)
+    std = (0.2470, 0.2435, 0.2616)
+    crop_padding = 4
+    horizontal_flip = True
+
+    def load_source(self) -> Source:
+        return sources.load_cifar10(self.hparams.data_dir, self.hparams.download)
+
+
+class CIFAR100DataModule(CIFAR10DataModule):
+    dataset_name = "cifar100"
+    num_classes = 100
+    mean = (0.5071, 0.4865, 0.4409)
+    std = (0.2673, 0.2564, 0.2762)
+
+    def load_source(self) -> Source:
+        return sources.load_cifar100(self.hparams.data_dir, self.hparams.download)
+
+
+class TinyImageNetDataModule(UnlearningDataModule):
+    """TinyImageNet-200 at 64×64; the official validation set serves as the test set."""
+
+    dataset_name = "tinyimagenet"
+    num_classes = 200
+    in_channels = 3
+    mean = (0.4802, 0.4481, 0.3975)
+    std = (0.2770, 0.2691, 0.2821)
+    crop_padding = 8
+    horizontal_flip = True
+
+    def load_source(self) -> Source:
+        return sources.load_tinyimagenet(self.hparams.data_dir, self.hparams.download)

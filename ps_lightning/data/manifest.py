@@ -1,0 +1,90 @@
+"""Split manifests: the record of which samples a run forgot, shared by every later run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ps_lightning.io import atomic_write_json
+
+MANIFEST_FORMAT = 1
+# The keys a run reads back from a manifest (build_manifest writes these and a few counts).
+MANIFEST_KEYS = ("dataset", "fingerprint", "request", "forget_indices", "calibration_test_indices")
+
+
+def fingerprint(labels: torch.Tensor, image_shape: tuple[int, ...]) -> str:
+    """Identifies a training set by its length, image shape and label sequence."""
+    digest = hashlib.sha256()
+    digest.update(f"{len(labels)}:{tuple(image_shape)}:".encode())
+    digest.update(labels.to(torch.int64).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def build_manifest(
+    dataset: str,
+    train_fingerprint: str,
+    num_train: int,
+    num_test: int,
+    num_classes: int,
+    request: dict[str, Any],
+    forget_indices: torch.Tensor,
+    calibration_indices: torch.Tensor,
+) -> dict[str, Any]:
+    return {
+        "format": MANIFEST_FORMAT,
+        "dataset": dataset,
+        "fingerprint": train_fingerprint,
+        "num_train": num_train,
+        "num_test": num_test,
+        "num_classes": num_classes,
+        "request": request,
+        "num_forget": len(forget_indices),
+        "num_retain": num_train - len(forget_indices),
+        "forget_indices": forget_indices.tolist(),
+        "calibration_test_indices": calibration_indices.tolist(),
+    }
+
+
+def write_manifest(path: str | Path, manifest: dict[str, Any]) -> None:
+    atomic_write_json(path, manifest)
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"split manifest '{file}' does not exist. Train the original model first (it "
+            "writes split.json into its run directory), or drop data.split_manifest to draw "
+            "a new split."
+        )
+    try:
+        manifest = json.loads(file.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"split manifest '{file}' is not valid JSON: {error}") from error
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise ValueError(
+            f"'{file}' is not a ps-lightning split manifest (format {MANIFEST_FORMAT})."
+        )
+    missing = [key for key in MANIFEST_KEYS if key not in manifest]
+    if missing:
+        raise ValueError(
+            f"'{file}' is not a complete ps-lightning split manifest: it lacks {missing}."
+        )
+    return manifest
+
+
+def check_manifest(
+    manifest: dict[str, Any], dataset: str, train_fingerprint: str, source: str
+) -> None:
+    """Refuse a manifest drawn from other data: its indices would name other samples."""
+    if manifest["dataset"] != dataset or manifest["fingerprint"] != train_fingerprint:
+        raise ValueError(
+            f"{source} was drawn from dataset '{manifest['dataset']}' (fingerprint "
+            f"{manifest['fingerprint']}) but this run's training set is '{dataset}' "
+            f"(fingerprint {train_fingerprint}). Use the manifest written with the original "
+            "model of this dataset, or drop data.split_manifest to draw a new split."
+        )

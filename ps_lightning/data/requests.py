@@ -1,0 +1,143 @@
+"""Forget requests: which training samples a deletion request removes.
+
+Pure functions over label tensors, seeded so that every process (and every later run) draws
+the same samples.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+REQUEST_KINDS = ("classes", "random", "indices")
+
+
+def validate_request(
+    kind: str,
+    classes: list[int],
+    ratio: float,
+    num_classes: int,
+    indices_file: str | None,
+) -> None:
+    """Check what can be checked without the data, so bad input fails before anything runs."""
+    if kind not in REQUEST_KINDS:
+        raise ValueError(f"forget={kind!r} is not a request kind; use one of {REQUEST_KINDS}.")
+    if kind == "indices":
+        if not indices_file:
+            raise ValueError(
+                "forget='indices' needs forget_indices_file: a JSON list of training-sample "
+                "indices, or a text file with one index per line."
+            )
+        return
+    if not 0.0 < ratio <= 1.0:
+        raise ValueError(
+            f"forget_ratio={ratio} is outside (0, 1]: it is the fraction of samples to forget "
+            "(e.g. 0.1 for 10%, 1.0 for whole classes)."
+        )
+    if kind == "classes":
+        if not classes:
+            raise ValueError("forget='classes' needs at least one class in forget_classes.")
+        unknown = [c for c in classes if not 0 <= c < num_classes]
+        if unknown:
+            raise ValueError(
+                f"forget_classes has unknown classes {unknown}: this dataset has classes "
+                f"0..{num_classes - 1}."
+            )
+        if len(set(classes)) != len(classes):
+            raise ValueError(f"forget_classes={classes} names a class twice; list each once.")
+
+
+def read_indices_file(path: str) -> list[int]:
+    """A JSON list of integers, or one integer per line (blank lines and # comments ignored)."""
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"forget_indices_file '{file}' does not exist.")
+    text = file.read_text()
+    try:
+        values = (
+            json.loads(text)
+            if text.lstrip().startswith("[")
+            else [line.split("#", 1)[0].strip() for line in text.splitlines()]
+        )
+        indices = [int(v) for v in values if v != ""]
+        if any(isinstance(v, (float, bool)) for v in values):
+            raise ValueError
+    except (ValueError, TypeError) as error:
+        raise ValueError(
+            f"forget_indices_file '{file}' must hold integers: a JSON list like [3, 17, 42] "
+            "or one integer per line."
+        ) from error
+    return indices
+
+
+def check_indices(
+    indices: list[int], num_train: int, source: str, what: str = "training set"
+) -> None:
+    out_of_range = [i for i in indices if not 0 <= i < num_train]
+    if out_of_range:
+        raise ValueError(
+            f"{source}: indices {out_of_range[:5]} are out of range; the {what} has "
+            f"{num_train} samples (valid indices 0..{num_train - 1})."
+        )
+    if len(set(indices)) != len(indices):
+        seen: set[int] = set()
+        duplicates = sorted({i for i in indices if i in seen or seen.add(i)})
+        raise ValueError(
+            f"{source}: indices {duplicates[:5]} appear more than once; list each once."
+        )
+
+
+def draw_forget_indices(
+    labels: torch.Tensor,
+    kind: str,
+    classes: list[int],
+    ratio: float,
+    seed: int,
+    indices_file: str | None = None,
+) -> torch.Tensor:
+    """Sorted int64 indices of the training samples to forget.
+
+    ``classes``: ``round(ratio · n_c)`` samples of each listed class (ratio 1.0: whole classes),
+    ``random``: ``round(ratio · N)`` samples of the whole set, ``indices``: the file's list.
+    """
+    num_train = len(labels)
+    generator = torch.Generator().manual_seed(seed)
+    if kind == "indices":
+        assert indices_file is not None
+        chosen = read_indices_file(indices_file)
+        check_indices(chosen, num_train, f"forget_indices_file '{indices_file}'")
+        forget = torch.tensor(chosen, dtype=torch.long)
+    elif kind == "random":
+        count = round(ratio * num_train)
+        forget = torch.randperm(num_train, generator=generator)[:count]
+    else:
+        parts = []
+        for cls in classes:
+            members = torch.nonzero(labels == cls).flatten()
+            count = round(ratio * len(members))
+            parts.append(members[torch.randperm(len(members), generator=generator)[:count]])
+        forget = torch.cat(parts) if parts else torch.empty(0, dtype=torch.long)
+    if len(forget) == 0:
+        raise ValueError(
+            "the forget set is empty: the request selects no training sample (raise "
+            "forget_ratio, or choose classes that have training samples)."
+        )
+    if len(forget) == num_train:
+        raise ValueError(
+            "the request forgets every training sample, leaving an empty retain set; "
+            "forget a part of the data."
+        )
+    return torch.sort(forget).values
+
+
+def split_test_set(num_test: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded half of the test set for calibration, the other half for reporting.
+
+    Decisions that look at held-out data (the MIA attack model, early stopping) use the
+    calibration half, so that no reported number is tuned on the samples it is scored on.
+    """
+    order = torch.randperm(num_test, generator=torch.Generator().manual_seed(seed + 1))
+    half = num_test // 2
+    return torch.sort(order[:half]).values, torch.sort(order[half:]).values
