@@ -8,6 +8,8 @@ evaluates a checkpoint.
 from __future__ import annotations
 
 import atexit
+import sys
+import traceback
 
 import lightning as L
 import torch.distributed as dist
@@ -82,8 +84,31 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> PSLightningCLI:
     )
 
 
+def _user_error(error: BaseException) -> BaseException | None:
+    """The error this project raised for bad input, also when jsonargparse wrapped it while
+    instantiating a class (its message then hides ours among the union's alternatives)."""
+    seen: list[BaseException] = []
+    while error is not None and error not in seen:
+        seen.append(error)
+        error = error.__cause__ or error.__context__
+    ours = [
+        e
+        for e in seen
+        if isinstance(e, (ValueError, FileNotFoundError))
+        and any("ps_lightning" in frame.filename for frame in traceback.extract_tb(e.__traceback__))
+    ]
+    return ours[-1] if ours else None
+
+
 def main() -> None:
-    cli_main()
+    try:
+        cli_main()
+    except (ValueError, FileNotFoundError, TypeError) as error:
+        cause = _user_error(error)
+        if cause is None:
+            raise
+        print(f"ps-lightning: error: {cause}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,8 @@ class RunTimer(L.Callback):
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         seconds = time.perf_counter() - self.started
-        if not trainer.is_global_zero or not trainer.log_dir:
+        log_dir = trainer.log_dir  # a broadcast: every rank must ask, not only rank 0
+        if not trainer.is_global_zero or not log_dir:
             return
         timing = {
             "fit_seconds": seconds,
@@ -46,4 +47,4 @@ class RunTimer(L.Callback):
             "device": str(pl_module.device),
             "world_size": trainer.world_size,
         }
-        atomic_write_json(Path(trainer.log_dir) / TIMING_NAME, timing)
+        atomic_write_json(Path(log_dir) / TIMING_NAME, timing)

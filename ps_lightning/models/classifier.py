@@ -14,6 +14,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -219,7 +220,13 @@ def load_classifier(path: str) -> tuple[ImageClassifier, dict[str, Any]]:
             f"{sorted(ARCHITECTURES)}."
         )
     accepted = inspect.signature(cls).parameters
-    model = cls(**{k: v for k, v in record["init_args"].items() if k in accepted})
+    # LightningCLI records the hyperparameters of the module it is building in a context
+    # variable that every module built inside it would take as its own; shield this one.
+    token = _given_hyperparameters.set(None)
+    try:
+        model = cls(**{k: v for k, v in record["init_args"].items() if k in accepted})
+    finally:
+        _given_hyperparameters.reset(token)
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as error:

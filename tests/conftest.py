@@ -1,0 +1,36 @@
+"""Shared helpers: the repository root and a stand-in Trainer for datamodule hooks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def fake_trainer(
+    log_dir: str | Path | None = None,
+    training: bool = False,
+    world_size: int = 1,
+    global_rank: int = 0,
+) -> SimpleNamespace:
+    """The few Trainer attributes an UnlearningDataModule reads, without running a Trainer."""
+    return SimpleNamespace(
+        log_dir=None if log_dir is None else str(log_dir),
+        is_global_zero=global_rank == 0,
+        training=training,
+        world_size=world_size,
+        global_rank=global_rank,
+    )
+
+
+def listing(folder: Path) -> list[str]:
+    """Every file and folder under ``folder``, relative and sorted (to show what a call wrote)."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT

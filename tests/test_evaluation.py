@@ -1,0 +1,250 @@
+"""What users measure (DESIGN §4): metric functions, and `ps-lightning test` on real checkpoints."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from unlearning_fixtures import (
+    Original,
+    load_checkpoint,
+    naive_reference,
+    nothing_written,
+    original,
+    ps_reference,
+    retrain_ckpt,
+    run_cli,
+)
+
+from ps_lightning.data import DigitsDataModule
+from ps_lightning.evaluation.figures import confusion_matrix
+from ps_lightning.evaluation.metrics import (
+    GAP_METRICS,
+    accuracy,
+    gaps_to_retrain,
+    mia_efficacy,
+    per_class_accuracy,
+    split_metrics,
+)
+from ps_lightning.evaluation.report import markdown_table
+from ps_lightning.models.classifier import load_classifier
+
+__all__ = ["naive_reference", "original", "ps_reference", "retrain_ckpt"]  # fixtures used below
+
+
+def _logits_predicting(predictions: list[int], num_classes: int) -> torch.Tensor:
+    return torch.nn.functional.one_hot(torch.tensor(predictions), num_classes).float() * 5
+
+
+# --------------------------------------------------------------------------- metric functions
+
+
+def test_accuracy_counts_correct_predictions() -> None:
+    logits = _logits_predicting([0, 1, 2, 2], 3)
+    assert accuracy(logits, torch.tensor([0, 1, 2, 0])) == 0.75
+    assert math.isnan(accuracy(torch.empty(0, 3), torch.empty(0, dtype=torch.long)))
+
+
+def test_per_class_accuracy_and_an_absent_class() -> None:
+    logits = _logits_predicting([0, 0, 1, 2, 2], 4)
+    per_class = per_class_accuracy(logits, torch.tensor([0, 1, 1, 2, 2]), 4)
+    assert per_class[:3] == [1.0, 0.5, 1.0]
+    assert math.isnan(per_class[3])  # no test sample of class 3: unknown, not 0
+
+
+def test_confusion_matrix_rows_are_true_classes() -> None:
+    matrix = confusion_matrix(_logits_predicting([0, 2, 1, 1], 3), torch.tensor([0, 1, 1, 2]), 3)
+    assert matrix.tolist() == [[1, 0, 0], [0, 1, 1], [0, 1, 0]]
+
+
+def _scores(mean: float, spread: float, count: int, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return mean + spread * torch.randn(count, generator=generator, dtype=torch.float64)
+
+
+def test_mia_calls_non_member_like_samples_non_members() -> None:
+    members = _scores(0.95, 0.03, 400, 0)  # confident on training samples
+    nonmembers = _scores(0.60, 0.10, 100, 1)  # less so on held-out ones
+
+    from_nonmembers = mia_efficacy(members, nonmembers, _scores(0.60, 0.10, 200, 2))
+    from_members = mia_efficacy(members, nonmembers, _scores(0.95, 0.03, 200, 3))
+
+    assert from_nonmembers > 0.9
+    assert from_members < 0.1
+    # Seeded: the same inputs give the same share.
+    assert mia_efficacy(members, nonmembers, _scores(0.8, 0.2, 50, 4)) == mia_efficacy(
+        members, nonmembers, _scores(0.8, 0.2, 50, 4)
+    )
+
+
+def test_gaps_to_retrain_are_absolute_differences_and_their_mean() -> None:
+    retrain = {"forget_acc": 0.9, "retain_acc": 1.0, "test_acc": 0.95, "mia_confidence": 0.1}
+    model = {"forget_acc": 0.0, "retain_acc": 0.9, "test_acc": 0.95, "mia_confidence": 0.5}
+
+    gaps = gaps_to_retrain(model, retrain)
+
+    expected = {"forget_acc": 0.9, "retain_acc": 0.1, "test_acc": 0.0, "mia_confidence": 0.4}
+    for name in GAP_METRICS:
+        assert gaps[name] == pytest.approx(expected[name])
+    assert gaps["avg_gap"] == pytest.approx(0.35)
+    assert gaps_to_retrain(retrain, retrain)["avg_gap"] == 0.0
+
+
+def test_split_metrics_score_the_target_classes_on_the_test_split() -> None:
+    labels = torch.tensor([0, 1, 1, 2])
+    outputs = {
+        "forget": (_logits_predicting([0, 1], 3), torch.tensor([1, 1])),
+        "retain": (_logits_predicting([0, 1, 2, 2], 3), labels),
+        "test": (_logits_predicting([0, 1, 0, 2], 3), labels),
+        "calibration": (_logits_predicting([0, 0, 1, 2], 3), labels),
+    }
+
+    metrics = split_metrics(outputs, num_classes=3, target_classes=[1])
+
+    assert metrics["forget_acc"] == 0.5
+    assert metrics["retain_acc"] == 0.75
+    assert metrics["test_acc"] == 0.75
+    assert metrics["target_class_test_acc"] == 0.5
+    assert metrics["class_test_acc"] == [1.0, 0.5, 1.0]
+    assert 0.0 <= metrics["mia_confidence"] <= 1.0
+
+
+def test_markdown_table_has_a_row_per_model() -> None:
+    row = {"forget_acc": 1.0, "retain_acc": 1.0, "test_acc": 0.9, "target_class_test_acc": 0.8}
+    summary = {
+        "dataset": "digits",
+        "request": {"kind": "classes"},
+        "num_forget": 15,
+        "num_retain": 1422,
+        "models": {
+            "original": {"metrics": {**row, "mia_confidence": 0.0}, "timing": {"fit_seconds": 3}},
+            "ps": {
+                "metrics": {**row, "mia_confidence": float("nan")},
+                "gap_to_retrain": {"avg_gap": 0.125},
+            },
+        },
+    }
+    table = markdown_table(summary)
+    lines = [line for line in table.splitlines() if line.startswith("| ")]
+    assert len(lines) == 3  # header + two models
+    assert lines[1].startswith("| original |") and lines[1].endswith("| – | 3.00 |")
+    assert "| 0.125 |" in lines[2] and "| – |" in lines[2]
+
+
+# --------------------------------------------------------------------------- ps-lightning test
+
+
+def _evaluate(save_dir: Path, original: Original, checkpoints: dict[str, Path], *args: str) -> Path:
+    named = json.dumps({name: str(path) for name, path in checkpoints.items()})
+    return run_cli(
+        "test",
+        "evaluate.yaml",
+        save_dir,
+        "evaluate",
+        "--model.init_args.checkpoints",
+        named,
+        "--data.init_args.split_manifest",
+        str(original.manifest),
+        *args,
+    )
+
+
+@pytest.fixture(scope="module")
+def evaluation(
+    original: Original,
+    retrain_ckpt: Path,
+    naive_reference: Path,
+    ps_reference: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:
+    checkpoints = {
+        "original": original.ckpt,
+        "retrain": retrain_ckpt,
+        "naive_ps": naive_reference,
+        "ps": ps_reference,
+    }
+    return _evaluate(tmp_path_factory.mktemp("evaluation"), original, checkpoints)
+
+
+def test_evaluate_writes_metrics_of_every_model_with_gaps_to_retrain(evaluation: Path) -> None:
+    summary = json.loads((evaluation / "metrics.json").read_text())
+
+    assert set(summary["models"]) == {"original", "retrain", "naive_ps", "ps"}
+    assert summary["retrain"] == "retrain"
+    assert summary["num_forget"] == 15 and summary["target_classes"] == [1]
+    for result in summary["models"].values():
+        metrics = result["metrics"]
+        for name in (*GAP_METRICS, "target_class_test_acc", "mia_entropy"):
+            assert 0.0 <= metrics[name] <= 1.0
+        assert len(metrics["class_test_acc"]) == 10
+        assert set(result["gap_to_retrain"]) == {*GAP_METRICS, "avg_gap"}
+    assert all(v == 0.0 for v in summary["models"]["retrain"]["gap_to_retrain"].values())
+    assert summary["models"]["ps"]["unlearning"]["config"]["method"] == "ps"
+    assert summary["models"]["naive_ps"]["timing"]["fit_seconds"] > 0
+    table = (evaluation / "table.md").read_text()
+    for name in summary["models"]:
+        assert f"| {name} |" in table
+
+
+def test_evaluate_numbers_match_the_models_outputs(original: Original, evaluation: Path) -> None:
+    summary = json.loads((evaluation / "metrics.json").read_text())
+    model, _ = load_classifier(str(original.ckpt))
+    data = DigitsDataModule(split_manifest=str(original.manifest))
+    with torch.no_grad():
+        for split in ("forget", "retain", "test"):
+            images, labels = data.samples(split).tensors
+            logits = model(data.model_input(images))
+            expected = accuracy(logits, labels)
+            assert summary["models"]["original"]["metrics"][f"{split}_acc"] == pytest.approx(
+                expected, abs=1e-9
+            ), split
+
+
+def test_evaluate_logs_a_confusion_matrix_per_model_to_tensorboard(evaluation: Path) -> None:
+    events = EventAccumulator(str(evaluation), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    tags = events.Tags()
+    for name in ("original", "retrain", "naive_ps", "ps"):
+        assert f"confusion_matrix/{name}" in tags["images"]
+        assert f"eval/{name}/test_acc" in tags["scalars"]
+
+
+def _retrain_of_another_split(retrain_ckpt: Path, folder: Path) -> Path:
+    checkpoint = load_checkpoint(retrain_ckpt)
+    manifest = checkpoint["ps_lightning"]["data"]["split_manifest"]
+    manifest["forget_indices"] = manifest["forget_indices"][:-1]
+    path = folder / "other-retrain.ckpt"
+    torch.save(checkpoint, path)
+    return path
+
+
+@pytest.mark.parametrize("which", ["the original", "a retrain of another request"])
+def test_evaluate_refuses_a_retrain_not_trained_on_this_retain_set(
+    original: Original, retrain_ckpt: Path, tmp_path: Path, which: str
+) -> None:
+    bad = (
+        original.ckpt
+        if which == "the original"
+        else _retrain_of_another_split(retrain_ckpt, tmp_path)
+    )
+    save_dir = tmp_path / "runs"
+    with pytest.raises(ValueError, match="not a model retrained without this forget set"):
+        _evaluate(save_dir, original, {"original": original.ckpt, "retrain": bad})
+    assert nothing_written(save_dir)
+
+
+def test_evaluate_refuses_a_checkpoint_of_another_training_set(
+    original: Original, tmp_path: Path
+) -> None:
+    checkpoint = load_checkpoint(original.ckpt)
+    checkpoint["ps_lightning"]["data"]["split_manifest"]["fingerprint"] = "0123456789abcdef"
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save(checkpoint, foreign)
+    save_dir = tmp_path / "runs"
+    with pytest.raises(ValueError, match="fingerprint"):
+        _evaluate(save_dir, original, {"foreign": foreign}, "--model.init_args.retrain", "null")
+    assert nothing_written(save_dir)

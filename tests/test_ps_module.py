@@ -1,0 +1,413 @@
+"""PSUnlearnModule end to end on digits, through the real `ps-lightning fit` CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from unlearning_fixtures import (
+    DEFAULT_NUM_FORGET,
+    Original,
+    fc_weight,
+    load_checkpoint,
+    naive_reference,
+    nothing_written,
+    original,
+    retrain_ckpt,
+    unlearn,
+    unlearning_record,
+    write_indices,
+)
+
+from ps_lightning.data import DigitsDataModule
+from ps_lightning.models.classifier import LeNet5, classifier_record, load_classifier
+from ps_lightning.unlearning.index import file_sha256, index_path, load_index
+from ps_lightning.unlearning.surgery import gram, naive_prototype_surgery
+
+__all__ = ["naive_reference", "original", "retrain_ckpt"]  # fixtures used below
+
+HEAD = ("net.fc.weight", "net.fc.bias")
+# A short PS run that does train (early stopping off: it may stop at once on a weak model).
+FEW_EPOCHS = (
+    "--model.init_args.epochs",
+    "5",
+    "--model.init_args.lr",
+    "0.05",
+    "--model.init_args.early_stop",
+    "off",
+)
+
+
+def _assert_only_head_changed(result: Path, original_ckpt: Path) -> dict[str, torch.Tensor]:
+    before = load_checkpoint(original_ckpt)["state_dict"]
+    after = load_checkpoint(result)["state_dict"]
+    assert after.keys() == before.keys()
+    buffers = [k for k in before if "running_" in k or "num_batches_tracked" in k]
+    assert buffers, "LeNet5 has BatchNorm buffers; the check below must cover them"
+    for key in before:
+        if key not in HEAD:
+            assert torch.equal(after[key], before[key]), f"{key} changed"
+    return {key: after[key] for key in HEAD} | {f"original.{key}": before[key] for key in HEAD}
+
+
+# --------------------------------------------------------------------------- what changes
+
+
+@pytest.mark.parametrize(
+    ("method", "trainable"), [("ps", "weight+bias"), ("naive+ps", "bias")], ids=["ps", "naive+ps"]
+)
+def test_unlearning_changes_only_the_final_layer(
+    original: Original, tmp_path: Path, method: str, trainable: str
+) -> None:
+    ckpt = original.copy_to(tmp_path / "original")
+    result = unlearn(
+        tmp_path / "runs",
+        method,
+        ckpt,
+        "--model.init_args.method",
+        method,
+        "--model.init_args.trainable",
+        trainable,
+        *FEW_EPOCHS,
+        manifest=original.manifest,
+        config="ps.yaml",
+    )
+
+    head = _assert_only_head_changed(result, ckpt)
+    # Not vacuous: the final layer did move.
+    assert not torch.equal(head["net.fc.weight"], head["original.net.fc.weight"])
+    assert not torch.equal(head["net.fc.bias"], head["original.net.fc.bias"])
+
+
+def test_bias_only_ps_leaves_the_prototype_weights_untouched(
+    original: Original, tmp_path: Path
+) -> None:
+    ckpt = original.copy_to(tmp_path / "original")
+    result = unlearn(
+        tmp_path / "runs",
+        "ps",
+        ckpt,
+        "--model.init_args.trainable",
+        "bias",
+        *FEW_EPOCHS,
+        manifest=original.manifest,
+        config="ps.yaml",
+    )
+
+    head = _assert_only_head_changed(result, ckpt)
+    assert torch.equal(head["net.fc.weight"], head["original.net.fc.weight"])
+    assert not torch.equal(head["net.fc.bias"], head["original.net.fc.bias"])
+
+
+def test_unlearning_never_modifies_the_original_checkpoint(
+    original: Original, tmp_path: Path
+) -> None:
+    # The session's own original file, not a copy: every other test relies on it too.
+    for method in ("naive", "naive+ps"):
+        unlearn(
+            tmp_path / "runs",
+            method.replace("+", "_"),
+            original.ckpt,
+            "--model.init_args.method",
+            method,
+            *FEW_EPOCHS,
+            manifest=original.manifest,
+            config="ps.yaml",
+        )
+    assert file_sha256(original.ckpt) == original.sha256
+
+
+def test_result_checkpoint_loads_safely_as_a_classifier(
+    original: Original, naive_reference: Path
+) -> None:
+    raw = torch.load(naive_reference, map_location="cpu", weights_only=True)
+    model, record = load_classifier(str(naive_reference))
+
+    assert isinstance(model, LeNet5)
+    assert torch.equal(model.net.fc.weight, raw["state_dict"]["net.fc.weight"])
+    # The same format as the original: the architecture's own arguments, not the method's.
+    original_record = load_checkpoint(original.ckpt)["ps_lightning"]
+    assert record["architecture"] == original_record["architecture"] == "LeNet5"
+    assert record["init_args"] == original_record["init_args"]
+    assert raw["hyper_parameters"] == original_record["init_args"]
+    assert record["data"]["train_on"] == "unlearned"
+    assert (
+        record["data"]["split_manifest"]["forget_indices"]
+        == (
+            load_checkpoint(original.ckpt)["ps_lightning"]["data"]["split_manifest"][
+                "forget_indices"
+            ]
+        )
+    )
+    unlearning = record["unlearning"]
+    assert unlearning["method"] == "PSUnlearnModule"
+    assert unlearning["config"]["method"] == "naive"
+    assert unlearning["removed_samples"] == DEFAULT_NUM_FORGET
+    # The classifier runs: logits for a digits-shaped batch.
+    assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
+
+
+def test_naive_result_equals_surgery_on_features_extracted_by_hand(
+    original: Original, naive_reference: Path
+) -> None:
+    model, _ = load_classifier(str(original.ckpt))
+    data = DigitsDataModule(split_manifest=str(original.manifest))
+    images, _ = data.samples("train").tensors
+    with torch.no_grad():
+        features = model.forward_features(data.model_input(images)).double()
+    forget = data.forget_indices
+    weight, initial = model.net.fc.weight.double(), model.initial_prototypes.double()
+    assert not torch.equal(weight, initial)
+
+    by_hand = naive_prototype_surgery(weight, initial, gram(features), gram(features[forget]))
+    # The paper's own N-column formula: W0 + ((W − W0)·pinv(F))[:, r]·F_r
+    retain = torch.ones(len(features), dtype=torch.bool)
+    retain[forget] = False
+    theta = (weight - initial) @ torch.linalg.pinv(features)
+    paper = initial + theta[:, retain] @ features[retain]
+
+    result = load_checkpoint(naive_reference)["state_dict"]
+    torch.testing.assert_close(result["net.fc.weight"].double(), by_hand, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(result["net.fc.weight"].double(), paper, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(result["net.fc.weight"].double(), weight, atol=1e-3)
+    assert torch.equal(result["net.fc.bias"], model.net.fc.bias)  # the bias is left as it is
+
+
+# --------------------------------------------------------------------------- the surgery index
+
+
+def test_surgery_index_is_written_beside_the_original_and_reused(
+    original: Original, tmp_path: Path
+) -> None:
+    ckpt = original.copy_to(tmp_path / "original")
+    first = unlearn(tmp_path / "runs", "first", ckpt, manifest=original.manifest)
+    index_file = index_path(ckpt)
+    assert index_file.parent == ckpt.parent and index_file.is_file()
+    index = load_index(
+        index_file,
+        original.sha256,
+        load_checkpoint(ckpt)["ps_lightning"]["data"]["split_manifest"]["fingerprint"],
+    )
+    assert index is not None
+    assert unlearning_record(first)["index_built"] is True
+    stamp = index_file.stat().st_mtime_ns
+
+    second = unlearn(tmp_path / "runs", "second", ckpt, manifest=original.manifest)
+
+    assert unlearning_record(second)["index_built"] is False
+    assert torch.equal(fc_weight(second), fc_weight(first))
+    assert index_file.stat().st_mtime_ns == stamp  # a non-cumulative request leaves it as it is
+
+
+def _garbage(index_file: Path, valid: dict) -> None:
+    index_file.write_bytes(b"not a torch file at all")
+
+
+def _foreign_checkpoint(index_file: Path, valid: dict) -> None:
+    # Another model's index, poisoned: trusting it would give other prototypes.
+    torch.save({**valid, "checkpoint_sha256": "0" * 64, "gram": valid["gram"] * 3}, index_file)
+
+
+def _other_training_set(index_file: Path, valid: dict) -> None:
+    torch.save(
+        {**valid, "train_fingerprint": "feedfeedfeedfeed", "projection": valid["projection"] * 0},
+        index_file,
+    )
+
+
+@pytest.mark.parametrize("spoil", [_garbage, _foreign_checkpoint, _other_training_set])
+def test_a_corrupted_or_foreign_index_is_rebuilt_not_trusted(
+    original: Original, naive_reference: Path, tmp_path: Path, spoil
+) -> None:
+    reference_index = index_path(unlearning_record(naive_reference)["original_ckpt"])
+    valid = torch.load(reference_index, weights_only=True)
+    ckpt = original.copy_to(tmp_path / "original")
+    spoil(index_path(ckpt), valid)
+
+    result = unlearn(tmp_path / "runs", "naive", ckpt, manifest=original.manifest)
+
+    assert unlearning_record(result)["index_built"] is True
+    assert torch.equal(fc_weight(result), fc_weight(naive_reference))
+    rebuilt = torch.load(index_path(ckpt), weights_only=True)
+    assert rebuilt["checkpoint_sha256"] == original.sha256
+    torch.testing.assert_close(rebuilt["gram"], valid["gram"], rtol=1e-12, atol=0)
+
+
+# --------------------------------------------------------------------------- cumulative requests
+
+
+def test_cumulative_requests_remove_the_union_once(original: Original, tmp_path: Path) -> None:
+    labels = DigitsDataModule(split_manifest=str(original.manifest))._source.train_labels
+    ones = torch.nonzero(labels == 1).flatten().tolist()
+    threes = torch.nonzero(labels == 3).flatten().tolist()
+    request_a = ones[:12] + threes[:4]
+    request_b = ones[8:20] + threes[2:6]  # overlaps A in 4 + 2 samples
+    union = sorted(set(request_a) | set(request_b))
+    files = {
+        name: write_indices(tmp_path / f"{name}.json", ids)
+        for name, ids in (("a", request_a), ("b", request_b), ("union", union))
+    }
+
+    def request(ckpt: Path, name: str, *args: str) -> Path:
+        return unlearn(
+            tmp_path / "runs",
+            f"{ckpt.parent.name}-{name}",
+            ckpt,
+            "--data.init_args.forget",
+            "indices",
+            "--data.init_args.forget_indices_file",
+            str(files[name]),
+            *args,
+        )
+
+    sequence = original.copy_to(tmp_path / "sequence")
+    request(sequence, "a", "--model.init_args.cumulative", "true")
+    after_b = request(sequence, "b", "--model.init_args.cumulative", "true")
+    once = request(original.copy_to(tmp_path / "once"), "union")
+
+    torch.testing.assert_close(fc_weight(after_b), fc_weight(once), rtol=0, atol=1e-6)
+    assert unlearning_record(after_b)["removed_samples"] == len(union)
+    index = torch.load(index_path(sequence), weights_only=True)
+    assert index["removed_indices"] == union
+    # B alone (not cumulative) is a different model: the union really was removed.
+    b_alone = request(original.copy_to(tmp_path / "alone"), "b")
+    assert not torch.allclose(fc_weight(b_alone), fc_weight(after_b), atol=1e-4)
+
+
+def test_repeating_a_cumulative_request_removes_nothing_more(
+    original: Original, tmp_path: Path
+) -> None:
+    ckpt = original.copy_to(tmp_path / "original")
+    args = ("--model.init_args.cumulative", "true")
+    first = unlearn(tmp_path / "runs", "first", ckpt, *args, manifest=original.manifest)
+    again = unlearn(tmp_path / "runs", "again", ckpt, *args, manifest=original.manifest)
+
+    torch.testing.assert_close(fc_weight(again), fc_weight(first), rtol=0, atol=1e-6)
+    assert unlearning_record(again)["removed_samples"] == DEFAULT_NUM_FORGET
+
+
+# --------------------------------------------------------------------------- early stopping
+
+
+def test_early_stop_on_stops_ps_before_the_last_epoch(original: Original, tmp_path: Path) -> None:
+    epochs = 300
+    result = unlearn(
+        tmp_path / "runs",
+        "ps",
+        original.copy_to(tmp_path / "original"),
+        "--model.init_args.early_stop",
+        "on",
+        "--model.init_args.epochs",
+        str(epochs),
+        "--model.init_args.lr",
+        "0.3",
+        manifest=original.manifest,
+        config="ps.yaml",
+    )
+
+    record = unlearning_record(result)
+    assert record["early_stop_used"] is True
+    assert record["stopped_at_epoch"] is not None
+    assert 0 <= record["stopped_at_epoch"] < epochs
+
+
+@pytest.mark.parametrize(
+    ("ratio", "expected"), [("0.1", True), ("1.0", False)], ids=["some-of-a-class", "whole-class"]
+)
+def test_early_stop_auto_is_off_only_for_whole_class_requests(
+    original: Original, tmp_path: Path, ratio: str, expected: bool
+) -> None:
+    result = unlearn(
+        tmp_path / "runs",
+        "ps",
+        original.copy_to(tmp_path / "original"),
+        "--model.init_args.early_stop",
+        "auto",
+        "--model.init_args.epochs",
+        "3",
+        "--data.init_args.forget_ratio",
+        ratio,  # a fresh request drawn from the same training set: no manifest
+        config="ps.yaml",
+    )
+
+    record = unlearning_record(result)
+    assert record["early_stop_used"] is expected
+    if not expected:
+        assert record["stopped_at_epoch"] is None
+        assert record["removed_samples"] > DEFAULT_NUM_FORGET  # the whole class: 146 samples
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def _other_class_count(original: Original, folder: Path) -> Path:
+    model = LeNet5(num_classes=5)
+    data = load_checkpoint(original.ckpt)["ps_lightning"]["data"]
+    path = folder / "five.ckpt"
+    torch.save(
+        {"state_dict": model.state_dict(), "ps_lightning": classifier_record(model, data)}, path
+    )
+    return path
+
+
+def _not_a_checkpoint(original: Original, folder: Path) -> Path:
+    path = folder / "notes.ckpt"
+    path.write_text("this is not a checkpoint\n")
+    return path
+
+
+BAD_ORIGINALS = {
+    "missing": (lambda original, folder: folder / "missing.ckpt", "not found"),
+    "not a checkpoint": (_not_a_checkpoint, "could not be read"),
+    "another class count": (_other_class_count, "num_classes=5"),
+}
+
+
+@pytest.mark.parametrize(("make", "message"), BAD_ORIGINALS.values(), ids=BAD_ORIGINALS.keys())
+def test_bad_original_checkpoint_is_refused_before_any_run_directory(
+    original: Original, tmp_path: Path, make, message: str
+) -> None:
+    bad = make(original, tmp_path)
+    save_dir = tmp_path / "runs"
+    with pytest.raises(Exception, match=message):
+        unlearn(save_dir, "naive", bad, manifest=original.manifest)
+    assert nothing_written(save_dir)
+
+
+def test_retrained_model_given_as_original_is_refused(
+    original: Original, retrain_ckpt: Path, tmp_path: Path
+) -> None:
+    save_dir = tmp_path / "runs"
+    with pytest.raises(ValueError, match="train_on='retain'"):
+        unlearn(save_dir, "naive", retrain_ckpt, manifest=original.manifest)
+    assert nothing_written(save_dir)
+
+
+def test_manifest_of_another_training_set_is_refused(original: Original, tmp_path: Path) -> None:
+    manifest = original.manifest.read_text()
+    json_manifest = manifest.replace(
+        load_checkpoint(original.ckpt)["ps_lightning"]["data"]["split_manifest"]["fingerprint"],
+        "0123456789abcdef",
+    )
+    assert json_manifest != manifest
+    foreign = tmp_path / "split.json"
+    foreign.write_text(json_manifest)
+    save_dir = tmp_path / "runs"
+    with pytest.raises(ValueError, match="fingerprint"):
+        unlearn(save_dir, "naive", original.ckpt, manifest=foreign)
+    assert nothing_written(save_dir)
+
+
+def test_unknown_method_is_refused(original: Original, tmp_path: Path) -> None:
+    save_dir = tmp_path / "runs"
+    with pytest.raises(ValueError, match="method='foo'"):
+        unlearn(
+            save_dir,
+            "foo",
+            original.ckpt,
+            "--model.init_args.method",
+            "foo",
+            manifest=original.manifest,
+        )
+    assert nothing_written(save_dir)
