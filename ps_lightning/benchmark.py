@@ -64,9 +64,18 @@ METHODS: dict[str, tuple[str, list[str]]] = {
         ],
     ),
     "ps": ("ps.yaml", []),
+    "finetune": ("finetune.yaml", []),
+    "gradient_ascent": ("gradient_ascent.yaml", []),
+    "random_label": ("random_label.yaml", []),
+    "l1_sparse": ("l1_sparse.yaml", []),
+    "salun": ("salun.yaml", []),
+    "scrub": ("scrub.yaml", []),
+    "ssd": ("ssd.yaml", []),
 }
 
 METRICS = (
+    "linear_probe_forget_acc",
+    "relearn_steps",
     "forget_acc",
     "retain_acc",
     "test_acc",
@@ -218,6 +227,8 @@ def markdown(dataset: str, scenario: str, seeds: list[int], table: dict, isolate
         "test acc",
         "target-class test acc",
         "MIA-efficacy",
+        "linear-probe forget acc",
+        "relearn steps",
         "avg gap ↓",
         "fit time (s)",
         "speed-up vs retrain",
@@ -228,6 +239,8 @@ def markdown(dataset: str, scenario: str, seeds: list[int], table: dict, isolate
         "test_acc",
         "target_class_test_acc",
         "mia_confidence",
+        "linear_probe_forget_acc",
+        "relearn_steps",
         "avg_gap",
         "fit_seconds",
         "speedup_vs_retrain",
@@ -245,7 +258,8 @@ def markdown(dataset: str, scenario: str, seeds: list[int], table: dict, isolate
         cells = [name]
         for key in keys:
             mean, std = row[key]
-            digits = 1 if key in ("fit_seconds", "speedup_vs_retrain", "peak_host_mib") else 3
+            wide = ("fit_seconds", "speedup_vs_retrain", "peak_host_mib", "relearn_steps")
+            digits = 1 if key in wide else 3
             cells.append("–" if math.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -22,6 +22,7 @@ from ps_lightning.data.datamodule import EVAL_SPLITS, UnlearningDataModule
 from ps_lightning.distributed import gather_rows
 from ps_lightning.evaluation.figures import confusion_matrix, confusion_matrix_figure
 from ps_lightning.evaluation.metrics import gaps_to_retrain, split_metrics
+from ps_lightning.evaluation.probes import linear_probe_accuracy, relearn_steps
 from ps_lightning.evaluation.report import markdown_table
 from ps_lightning.io import atomic_write_json, atomic_write_text
 from ps_lightning.models.classifier import load_classifier
@@ -41,6 +42,12 @@ class UnlearningEvaluator(L.LightningModule):
         checkpoints: name → checkpoint path, e.g. ``{original: ..., retrain: ..., ps: ...}``.
         retrain: the name (a key of ``checkpoints``) of the model retrained without the forget
             set; every model's gap to it is reported. ``None``: no gaps.
+        original: the name of the original model: the relearn probe counts the steps each
+            model needs to come back to within 5 points of its forget accuracy. ``None``: no
+            relearn probe.
+        probe_size: retain samples whose features train the linear probe.
+        relearn_size: forget samples the relearn probe fine-tunes on.
+        relearn_max_steps: the relearn probe's step limit (``max + 1`` is reported if unmet).
         num_classes: set from the data; checked against each checkpoint.
         in_channels: set from the data; checked against each checkpoint.
     """
@@ -49,6 +56,10 @@ class UnlearningEvaluator(L.LightningModule):
         self,
         checkpoints: dict[str, str],
         retrain: str | None = None,
+        original: str | None = None,
+        probe_size: int = 2000,
+        relearn_size: int = 32,
+        relearn_max_steps: int = 100,
         num_classes: int | None = None,
         in_channels: int | None = None,
     ) -> None:
@@ -96,6 +107,9 @@ class UnlearningEvaluator(L.LightningModule):
 
     def on_test_start(self) -> None:
         self.outputs = {name: {split: [] for split in EVAL_SPLITS} for name in self.models}
+        self.features = {
+            name: {split: [] for split in ("forget", "retain")} for name in self.models
+        }
         self.labels: dict[str, list[torch.Tensor]] = {split: [] for split in EVAL_SPLITS}
 
     def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -103,7 +117,10 @@ class UnlearningEvaluator(L.LightningModule):
         split = EVAL_SPLITS[dataloader_idx]
         self.labels[split].append(labels)
         for name, model in self.models.items():
-            self.outputs[name][split].append(model(images).float())
+            features = model.forward_features(images)
+            self.outputs[name][split].append(model.prototypes(features).float())
+            if split in self.features[name]:
+                self.features[name][split].append(features.float())
 
     def on_test_epoch_end(self) -> None:
         dm: UnlearningDataModule = self.trainer.datamodule
@@ -114,15 +131,28 @@ class UnlearningEvaluator(L.LightningModule):
             name: {s: gather_rows(self, torch.cat(v)).cpu() for s, v in splits.items()}
             for name, splits in self.outputs.items()
         }
+        features = {
+            name: {s: gather_rows(self, torch.cat(v)).cpu() for s, v in splits.items()}
+            for name, splits in self.features.items()
+        }
         results: dict[str, Any] = {}
         for name in self.models:
             outputs = {s: (logits[name][s], labels[s]) for s in EVAL_SPLITS}
+            metrics = split_metrics(outputs, num_classes, target_classes)
+            metrics["linear_probe_forget_acc"] = linear_probe_accuracy(
+                features[name]["retain"][: self.hparams.probe_size],
+                labels["retain"][: self.hparams.probe_size],
+                features[name]["forget"],
+                labels["forget"],
+            )
             results[name] = {
                 "checkpoint": self.hparams.checkpoints[name],
-                "metrics": split_metrics(outputs, num_classes, target_classes),
+                "metrics": metrics,
                 "unlearning": self.records[name].get("unlearning"),
                 "timing": _run_timing(self.hparams.checkpoints[name]),
             }
+        if self.hparams.original is not None:
+            self._relearn_probe(results)
         retrain = self.hparams.retrain
         if retrain is not None:
             for result in results.values():
@@ -144,6 +174,30 @@ class UnlearningEvaluator(L.LightningModule):
             table = markdown_table(summary)
             atomic_write_json(Path(log_dir) / "metrics.json", summary)
             atomic_write_text(Path(log_dir) / "table.md", table)
+
+    def _relearn_probe(self, results: dict[str, Any]) -> None:
+        # Lightning evaluates under inference mode; fine-tuning needs ordinary tensors.
+        with torch.inference_mode(False), torch.enable_grad():
+            self._relearn(results)
+
+    def _relearn(self, results: dict[str, Any]) -> None:
+        dm: UnlearningDataModule = self.trainer.datamodule
+        forget = dm.samples("forget")
+        images, labels = (t.to(self.device) for t in forget.tensors)
+        inputs = dm.model_input(images)
+        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
+        subset = order[: self.hparams.relearn_size].to(self.device)
+        target = results[self.hparams.original]["metrics"]["forget_acc"] - 0.05
+        for name, model in self.models.items():
+            results[name]["metrics"]["relearn_steps"] = relearn_steps(
+                model,
+                inputs[subset],
+                labels[subset],
+                inputs,
+                labels,
+                target,
+                max_steps=self.hparams.relearn_max_steps,
+            )
 
     def _log(self, summary: dict[str, Any], logits: dict, labels: dict) -> None:
         scalars = {}

@@ -11,12 +11,16 @@ COLUMNS = (
     ("test acc", "test_acc"),
     ("target-class test acc", "target_class_test_acc"),
     ("MIA-efficacy", "mia_confidence"),
+    ("linear-probe forget acc", "linear_probe_forget_acc"),
+    ("relearn steps", "relearn_steps"),
 )
 
 
 def _number(value: float | None, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
+    if isinstance(value, int):
+        return str(value)
     return f"{value:.{digits}f}"
 
 
@@ -33,7 +37,7 @@ def markdown_table(summary: dict[str, Any]) -> str:
         metrics = result["metrics"]
         gap = result.get("gap_to_retrain", {}).get("avg_gap")
         timing = result.get("timing") or {}
-        cells = [name, *(_number(metrics[key]) for _, key in COLUMNS), _number(gap)]
+        cells = [name, *(_number(metrics.get(key)) for _, key in COLUMNS), _number(gap)]
         cells.append(_number(timing.get("fit_seconds"), 2))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
