@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import lightning as L
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ps_lightning.data import augment
 from ps_lightning.data.manifest import (
@@ -30,7 +30,10 @@ from ps_lightning.data.requests import (
 )
 from ps_lightning.data.sources import Source
 
-TRAIN_ON = ("full", "retain", "forget")
+TRAIN_ON = ("full", "retain", "forget", "forget+retain")
+# `forget+retain`: the train loader is `{"forget": loader, "retain": loader}`; Lightning combines
+# them (mode max_size_cycle: the shorter one cycles) and each step gets a dict of both batches.
+PAIRED = {"forget+retain": ("forget", "retain")}
 # The order of the test loaders (validation: the first three, with a retain subset);
 # `dataloader_idx` indexes this tuple. Calibration is the held-out half of the test set.
 EVAL_SPLITS = ("forget", "retain", "test", "calibration")
@@ -72,8 +75,9 @@ class UnlearningDataModule(L.LightningDataModule):
         seed: seeds the request and the calibration/report halves of the test set.
         split_manifest: load this manifest instead of drawing (later runs reuse the original
             run's ``split.json``); refused if it was drawn from other data or another request.
-        train_on: ``full`` (the original model), ``retain`` (the retrained gold standard) or
-            ``forget``.
+        train_on: ``full`` (the original model), ``retain`` (the retrained gold standard),
+            ``forget`` or ``forget+retain`` (both, one batch of each per step). Unlearning
+            methods that train on images set it themselves (`set_train_on`).
         augment: apply the dataset's train augmentation (random crop, flip) on the device.
         batch_size: training batch size.
         eval_batch_size: batch size of the validation, test and feature-extraction loaders.
@@ -221,8 +225,11 @@ class UnlearningDataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         self._load()
         trainer = self.trainer
-        if trainer is not None and trainer.is_global_zero and trainer.log_dir:
-            write_manifest(Path(trainer.log_dir) / MANIFEST_NAME, self.manifest)
+        if trainer is None:
+            return
+        log_dir = trainer.log_dir  # a broadcast: every rank must ask, not only rank 0
+        if trainer.is_global_zero and log_dir:
+            write_manifest(Path(log_dir) / MANIFEST_NAME, self.manifest)
 
     def state_dict(self) -> dict[str, Any]:
         # Saved in every checkpoint, so a model always says which samples it was trained on.
@@ -287,6 +294,12 @@ class UnlearningDataModule(L.LightningDataModule):
             )
         self._served_train = TensorSamples(*tensors)
 
+    def set_train_on(self, train_on: str) -> None:
+        """Train on this split from now on (an unlearning method names the data it trains on)."""
+        if train_on not in TRAIN_ON:
+            raise ValueError(f"train_on={train_on!r} is not one of {TRAIN_ON}.")
+        self.hparams.train_on = train_on
+
     # ---------------------------------------------------------------- loaders
     def _loader(self, samples: TensorSamples, shuffle: bool, batch_size: int) -> DataLoader:
         sampler = None
@@ -306,19 +319,34 @@ class UnlearningDataModule(L.LightningDataModule):
             persistent_workers=self.hparams.num_workers > 0,
         )
 
-    def eval_dataloader(self, split: str | TensorSamples) -> DataLoader:
-        """An unshuffled loader over a named split (each sample once, also under DDP)."""
+    def eval_dataloader(
+        self, split: str | TensorSamples, batch_size: int | None = None
+    ) -> DataLoader:
+        """An unshuffled loader over a named split (each sample once, also under DDP), in
+        batches of ``eval_batch_size`` unless ``batch_size`` is given."""
         samples = self.samples(split) if isinstance(split, str) else split
-        return self._loader(samples, False, self.hparams.eval_batch_size)
+        return self._loader(samples, False, batch_size or self.hparams.eval_batch_size)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader | dict[str, DataLoader]:
         # `is None`, not `or`: an empty served set must not silently fall back to the images.
-        samples = (
-            self.samples(self.hparams.train_on)
-            if self._served_train is None
-            else self._served_train
-        )
-        return self._loader(samples, True, self.hparams.batch_size)
+        if self._served_train is not None:
+            # Every process trains on all served rows in the same seeded order (a one-replica
+            # DistributedSampler, which Lightning leaves in place and re-seeds per epoch): DDP
+            # then averages identical gradients, exactly one process's step, with no padded
+            # repeats of a small forget set.
+            sampler = DistributedSampler(
+                self._served_train, num_replicas=1, rank=0, shuffle=True, seed=self.hparams.seed
+            )
+            return DataLoader(
+                self._served_train,
+                batch_size=self.hparams.batch_size,
+                sampler=sampler,
+                collate_fn=_already_batched,
+            )
+        parts = PAIRED.get(self.hparams.train_on)
+        if parts is not None:
+            return {p: self._loader(self.samples(p), True, self.hparams.batch_size) for p in parts}
+        return self._loader(self.samples(self.hparams.train_on), True, self.hparams.batch_size)
 
     def val_dataloader(self) -> list[DataLoader]:
         return [self.eval_dataloader(s) for s in ("forget", "retain_val", "test")]
@@ -336,6 +364,8 @@ class UnlearningDataModule(L.LightningDataModule):
         return augment.normalize(images, self.mean, self.std)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if isinstance(batch, dict):  # train_on: forget+retain — each part on its own
+            return {k: self.on_after_batch_transfer(v, dataloader_idx) for k, v in batch.items()}
         images, *rest = batch
         if images.dtype != torch.uint8:
             return batch  # served tensors (cached features) pass through untouched

@@ -5,22 +5,21 @@ from __future__ import annotations
 import math
 from typing import Any
 
+# (header, metric, decimals)
 COLUMNS = (
-    ("forget acc", "forget_acc"),
-    ("retain acc", "retain_acc"),
-    ("test acc", "test_acc"),
-    ("target-class test acc", "target_class_test_acc"),
-    ("MIA-efficacy", "mia_confidence"),
-    ("linear-probe forget acc", "linear_probe_forget_acc"),
-    ("relearn steps", "relearn_steps"),
+    ("forget acc", "forget_acc", 3),
+    ("retain acc", "retain_acc", 3),
+    ("test acc", "test_acc", 3),
+    ("target-class test acc", "target_class_test_acc", 3),
+    ("MIA-efficacy", "mia_confidence", 3),
+    ("linear-probe forget acc", "linear_probe_forget_acc", 3),
+    ("relearn steps", "relearn_steps", 0),
 )
 
 
 def _number(value: float | None, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
-    if isinstance(value, int):
-        return str(value)
     return f"{value:.{digits}f}"
 
 
@@ -31,13 +30,14 @@ def markdown_table(summary: dict[str, Any]) -> str:
         f"{summary['dataset']}: forget {summary['num_forget']} samples "
         f"(request {request}), retain {summary['num_retain']}"
     )
-    header = ["model", *(name for name, _ in COLUMNS), "avg gap to retrain", "fit time (s)"]
+    header = ["model", *(name for name, _, _ in COLUMNS), "avg gap to retrain", "fit time (s)"]
     lines = [f"**{title}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, result in summary["models"].items():
         metrics = result["metrics"]
         gap = result.get("gap_to_retrain", {}).get("avg_gap")
         timing = result.get("timing") or {}
-        cells = [name, *(_number(metrics.get(key)) for _, key in COLUMNS), _number(gap)]
+        cells = [name, *(_number(metrics.get(key), digits) for _, key, digits in COLUMNS)]
+        cells.append(_number(gap))
         cells.append(_number(timing.get("fit_seconds"), 2))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

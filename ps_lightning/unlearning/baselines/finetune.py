@@ -1,0 +1,51 @@
+"""Fine-tuning (FT) and l1-sparse fine-tuning.
+
+FT: train the original model on the retain set only, so that the forget set fades by
+catastrophic forgetting (Warnecke et al. 2023; the SalUn and l1-sparse code run SGD, momentum
+0.9, weight decay 5e-4, lr 0.01, 10 epochs on CIFAR-10).
+
+l1-sparse (Jia et al. 2023, "Model Sparsity Can Simplify Machine Unlearning"): FT with an l1
+penalty on all weights, ``alpha · (1 − epoch / epochs) · ‖θ‖₁``, whose coefficient decays
+linearly to zero over the epochs as in their code (alpha 5e-4 in the paper's CIFAR runs).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ps_lightning.unlearning.baselines.base import Batch, ImageUnlearningModule
+
+
+class FineTune(ImageUnlearningModule):
+    """FT: the whole model trained on the retain set (see `ImageUnlearningModule` for the
+    arguments: epochs, lr, momentum, weight_decay)."""
+
+    train_on = "retain"
+
+    def unlearning_loss(self, batch: Batch) -> torch.Tensor:
+        return self.cross_entropy(batch)
+
+
+class L1Sparse(FineTune):
+    """FT plus a linearly decaying l1 penalty on the weights.
+
+    Args:
+        alpha: the l1 coefficient at the first epoch; it decays linearly to 0 at the last.
+        **kwargs: `ImageUnlearningModule`'s arguments (original_ckpt, epochs, lr, ...).
+    """
+
+    def __init__(self, original_ckpt: str, alpha: float = 5e-4, **kwargs: Any) -> None:
+        if alpha < 0:
+            raise ValueError(f"alpha must be >= 0, got {alpha}.")
+        super().__init__(original_ckpt, **kwargs)
+
+    def l1_coefficient(self) -> float:
+        epochs = max(self.hparams.epochs, 1)
+        return self.hparams.alpha * (1 - self.current_epoch / epochs)
+
+    def unlearning_loss(self, batch: Batch) -> torch.Tensor:
+        l1 = sum(p.abs().sum() for p in self.model.parameters())
+        self.log("unlearn/l1_norm", l1, on_step=False, on_epoch=True, batch_size=len(batch[1]))
+        return super().unlearning_loss(batch) + self.l1_coefficient() * l1

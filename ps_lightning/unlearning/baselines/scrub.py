@@ -1,0 +1,120 @@
+"""SCRUB (Kurmanji et al. 2023, "Towards Unbounded Machine Unlearning").
+
+The teacher is the frozen original model, the student is the model being unlearned. Each
+epoch makes one pass over the forget set of *max-steps*, which push the student away from the
+teacher (maximise ``KL(teacher ‖ student)`` at temperature T on forget batches), then min-steps
+on retain batches, which keep it close to the teacher and to the labels
+(``ce_weight · CE + kl_weight · KL``); after ``max_step_epochs`` epochs only min-steps remain.
+The authors' defaults: SGD lr 5e-4, momentum 0.9, weight decay 5e-4, T = 4, γ (ce_weight) 0.99,
+α (kl_weight) 0.001, msteps (max_step_epochs) 2 of 3 epochs on CIFAR.
+
+Each training step gets one forget and one retain batch (``train_on: forget+retain``; the forget
+loader cycles), makes a max-step on the forget batch while the epoch's pass over the forget set
+lasts, then a min-step on the retain batch: two optimizer steps, hence manual optimisation.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ps_lightning.unlearning.baselines.base import Batch, ImageUnlearningModule
+
+
+def distillation_kl(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """``KL(softmax(teacher/T) ‖ softmax(student/T)) · T²``, averaged over the batch."""
+    return (
+        F.kl_div(
+            F.log_softmax(student_logits / temperature, dim=1),
+            F.log_softmax(teacher_logits / temperature, dim=1),
+            reduction="batchmean",
+            log_target=True,
+        )
+        * temperature**2
+    )
+
+
+class SCRUB(ImageUnlearningModule):
+    """SCRUB: a student pushed away from the original model on the forget set, held to it on
+    the retain set.
+
+    Args:
+        original_ckpt: the original model's checkpoint (also the teacher).
+        epochs: epochs (each: one pass of min-steps over the retain set).
+        lr: SGD learning rate of both kinds of step.
+        max_step_epochs: the first epochs that also make a pass of max-steps over the forget
+            set (the paper's msteps).
+        temperature: distillation temperature T.
+        ce_weight: weight γ of the retain cross-entropy in a min-step.
+        kl_weight: weight α of the retain KL to the teacher in a min-step.
+        **kwargs: `ImageUnlearningModule`'s other arguments (momentum, weight_decay).
+    """
+
+    train_on = "forget+retain"
+
+    def __init__(
+        self,
+        original_ckpt: str,
+        epochs: int = 3,
+        lr: float = 5e-4,
+        max_step_epochs: int = 2,
+        temperature: float = 4.0,
+        ce_weight: float = 0.99,
+        kl_weight: float = 0.001,
+        **kwargs: Any,
+    ) -> None:
+        if max_step_epochs < 0 or temperature <= 0 or ce_weight < 0 or kl_weight < 0:
+            raise ValueError(
+                "max_step_epochs, ce_weight and kl_weight must be >= 0, temperature > 0."
+            )
+        super().__init__(original_ckpt, epochs=epochs, lr=lr, **kwargs)
+        self.automatic_optimization = False
+        self.teacher = copy.deepcopy(self.model).requires_grad_(False).eval()
+
+    def train(self, mode: bool = True) -> SCRUB:
+        super().train(mode)
+        self.teacher.eval()  # the teacher is the original model: never in train mode
+        return self
+
+    def student_logits_and_kl(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The student's logits and its distillation KL to the teacher on ``images``."""
+        logits = self.model(images)
+        with torch.no_grad():
+            teacher_logits = self.teacher(images)
+        return logits, distillation_kl(logits, teacher_logits, self.hparams.temperature)
+
+    def _optimizer_step(self, loss: torch.Tensor) -> None:
+        optimizer = self.optimizers()
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        optimizer.step()
+
+    def _in_max_pass(self, batch_idx: int) -> bool:
+        forget_batches = len(self.trainer.train_dataloader["forget"])
+        return self.current_epoch < self.hparams.max_step_epochs and batch_idx < forget_batches
+
+    def training_step(self, batch: dict[str, Batch], batch_idx: int) -> torch.Tensor:
+        if self._in_max_pass(batch_idx):
+            forget_images, forget_labels = batch["forget"]
+            _, forget_kl = self.student_logits_and_kl(forget_images)
+            self._optimizer_step(-forget_kl)
+            self.log(
+                "unlearn/forget_kl",
+                forget_kl,
+                on_step=False,
+                on_epoch=True,
+                batch_size=len(forget_labels),
+            )
+        images, labels = batch["retain"]
+        logits, kl = self.student_logits_and_kl(images)
+        loss = (
+            self.hparams.ce_weight * F.cross_entropy(logits, labels) + self.hparams.kl_weight * kl
+        )
+        self._optimizer_step(loss)
+        self.log("unlearn/loss", loss, on_step=False, on_epoch=True, batch_size=len(labels))
+        return loss.detach()
