@@ -23,11 +23,12 @@ def random_crop(
     padded = F.pad(images, (padding, padding, padding, padding))
     top = torch.randint(0, 2 * padding + 1, (n,), device=images.device, generator=generator)
     left = torch.randint(0, 2 * padding + 1, (n,), device=images.device, generator=generator)
-    rows = (top[:, None] + torch.arange(h, device=images.device))[:, :, None]  # n×h×1
-    cols = (left[:, None] + torch.arange(w, device=images.device))[:, None, :]  # n×1×w
-    batch = torch.arange(n, device=images.device)[:, None, None]
-    # Advanced indexing gathers every window in one kernel; the channel axis moves last.
-    return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2).contiguous()
+    # One flat gather: index (row * padded width + column) per output pixel, for all channels.
+    width = w + 2 * padding
+    rows = top[:, None, None] + torch.arange(h, device=images.device)[None, :, None]  # n×h×1
+    cols = left[:, None, None] + torch.arange(w, device=images.device)[None, None, :]  # n×1×w
+    index = (rows * width + cols).view(n, 1, h * w).expand(-1, images.shape[1], -1)
+    return padded.flatten(2).gather(2, index).view(n, images.shape[1], h, w)
 
 
 def random_hflip(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

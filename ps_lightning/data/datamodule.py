@@ -245,9 +245,10 @@ class UnlearningDataModule(L.LightningDataModule):
         if split in ("test", "calibration"):
             rows = self.report_indices if split == "test" else self.calibration_indices
             return TensorSamples(source.test_images[rows], source.test_labels[rows])
+        if split in ("train", "full"):
+            # The tensors themselves: indexing with all N rows would copy the whole set.
+            return TensorSamples(source.train_images, source.train_labels)
         rows = {
-            "train": torch.arange(len(source.train_labels)),
-            "full": torch.arange(len(source.train_labels)),
             "forget": self.forget_indices,
             "retain": self.retain_indices,
             "retain_val": self._retain_val_indices(),

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import nn
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from ps_lightning.data.datamodule import EVAL_SPLITS
@@ -45,6 +46,7 @@ class ImageClassifier(L.LightningModule):
         self.net = self.build_network()
         self.register_buffer("initial_prototypes", self.net.fc.weight.detach().clone())
         self.train_accuracy = MulticlassAccuracy(num_classes, average="micro")
+        self.train_loss = MeanMetric()
         self.split_accuracy = nn.ModuleDict(
             {split: MulticlassAccuracy(num_classes, average="micro") for split in EVAL_SPLITS}
         )
@@ -71,7 +73,12 @@ class ImageClassifier(L.LightningModule):
 
     def on_fit_start(self) -> None:
         # Metric states can stay shared between ddp_spawn ranks; start every fit from zero.
-        for metric in (self.train_accuracy, self.class_accuracy, *self.split_accuracy.values()):
+        for metric in (
+            self.train_loss,
+            self.train_accuracy,
+            self.class_accuracy,
+            *self.split_accuracy.values(),
+        ):
             metric.reset()
 
     def training_step(
@@ -80,10 +87,14 @@ class ImageClassifier(L.LightningModule):
         images, labels = batch
         logits = self(images)
         loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
-        self.train_accuracy(logits, labels)
-        self.log("train/loss", loss, prog_bar=True)
-        self.log("train/acc", self.train_accuracy, on_step=False, on_epoch=True)
+        # Metric updates only: a `self.log` call per step costs ~1 ms, 3% of a LeNet5 step.
+        self.train_accuracy.update(logits, labels)
+        self.train_loss.update(loss.detach())
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.log("train/loss", self.train_loss, prog_bar=True)
+        self.log("train/acc", self.train_accuracy)
 
     def _eval_step(self, stage: str, batch: Any, dataloader_idx: int) -> None:
         images, labels = batch
