@@ -328,8 +328,20 @@ class DeviceProbe(L.Callback):
             self.devices[f"batch[{i}]"] = str(tensor.device)
         self.record(pl_module)
 
-    def on_fit_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+    def on_train_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        # Not on_fit_end: Lightning's teardown has moved the module back to the CPU by then.
         self.record(pl_module)
+
+
+class ProbedPS(PSUnlearnModule):
+    """Records placement right after the caches are built (naive surgery runs no epoch, so no
+    train hook follows, and on_fit_end comes after teardown moved the module to the CPU)."""
+
+    probe: DeviceProbe
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        self.probe.record(self)
 
 
 def check_devices(s: Setup, report: Report) -> None:
@@ -337,7 +349,8 @@ def check_devices(s: Setup, report: Report) -> None:
     ok = True
     for method, extra in (("naive", {}), ("ps", {"epochs": 2, "early_stop": "on"})):
         probe = DeviceProbe()
-        module = PSUnlearnModule(str(s.ckpt), method=method, num_classes=10, in_channels=1, **extra)
+        module = ProbedPS(str(s.ckpt), method=method, num_classes=10, in_channels=1, **extra)
+        module.probe = probe
         trainer = L.Trainer(
             accelerator=s.accelerator,
             devices=1,
