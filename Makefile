@@ -40,14 +40,16 @@ TRAINING := --seed_everything $(EXPID) \
 FROM_REQUEST := $(REQUEST) --data.init_args.split_manifest $(MANIFEST)
 FROM_ORIGINAL := --model.init_args.original_ckpt $(ORIGINAL_CKPT)
 
-.PHONY: help install demo test lint tensorboard chain digits mnist cifar10 cifar100 tinyimagenet clean-runs
+.PHONY: help install demo test lint tensorboard chain bench digits mnist cifar10 cifar100 tinyimagenet clean-runs
 
 help:
 	@echo "make demo          the whole chain on the embedded digits data, then its comparison table"
 	@echo "make test          the test suite"
 	@echo "make <dataset>     digits | mnist | cifar10 | cifar100 | tinyimagenet: original -> retrain -> naive_ps -> ps -> evaluate"
+	@echo "make bench         every method x seed x scenario side by side (DATASET, SEEDS, METHODS, SCENARIOS)"
 	@echo "make tensorboard   TensorBoard on $(RUNS_DIR)"
 	@echo "variables: SEED EXPID RATIO CLASSES DATA_DIR RUNS_DIR ACCELERATOR DEVICES PRECISION MAX_EPOCHS"
+	@echo "           bench: SEEDS SCENARIOS METHODS ISOLATE=1 (each step in its own process: peak memory)"
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -90,6 +92,18 @@ $(REQUEST_DIR)/%/checkpoints/model.ckpt: $(ORIGINAL_CKPT) $(REQUEST_DIR)/retrain
 $(REQUEST_DIR)/evaluate/table.md: $(ORIGINAL_CKPT) $(foreach s,retrain naive_ps ps,$(REQUEST_DIR)/$(s)/checkpoints/model.ckpt)
 	$(PSL) test --config $(CONFIGS)/evaluate.yaml --run $(REQUEST_RUN)/evaluate $(COMMON) $(FROM_REQUEST) \
 		--model.init_args.checkpoints '{original: $(ORIGINAL_CKPT), retrain: $(REQUEST_DIR)/retrain/checkpoints/model.ckpt, naive_ps: $(REQUEST_DIR)/naive_ps/checkpoints/model.ckpt, ps: $(REQUEST_DIR)/ps/checkpoints/model.ckpt}'
+
+# The benchmark harness (python -m ps_lightning.benchmark): resumable, results in
+# benchmarks/results/<dataset>-<scenario>.{md,json}.
+SEEDS ?= 0 1 2 3 4
+SCENARIOS ?= subclass random wholeclass
+METHODS ?=
+bench: $(STAMP)
+	$(BIN)/python -m ps_lightning.benchmark --dataset $(DATASET) --seeds $(SEEDS) \
+		--scenarios $(SCENARIOS) $(if $(METHODS),--methods $(METHODS)) \
+		--runs-dir $(RUNS_DIR)/bench --out benchmarks/results $(if $(ISOLATE),--isolate) \
+		--trainer-arg=--trainer.accelerator=$(ACCELERATOR) --trainer-arg=--trainer.devices=$(DEVICES) \
+		--trainer-arg=--trainer.precision=$(PRECISION) --trainer-arg=--data.init_args.data_dir=$(DATA_DIR)
 
 clean-runs:
 	rm -rf $(RUNS_DIR)
