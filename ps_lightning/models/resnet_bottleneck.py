@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ps_lightning.models.resnet_stages import kaiming_init_convs, make_stage
+
 
 class Bottleneck(nn.Module):
     expansion: int = 4
@@ -54,17 +56,13 @@ class ResNet50Net(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(self.feature_dim, num_classes)
 
-        # Same init as torchvision, so results are comparable with its ResNet-50.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        kaiming_init_convs(self)
 
     def _make_stage(self, planes: int, blocks: int, stride: int) -> nn.Sequential:
-        layers = []
-        for s in [stride] + [1] * (blocks - 1):
-            layers.append(Bottleneck(self.in_planes, planes, s))
-            self.in_planes = planes * Bottleneck.expansion
-        return nn.Sequential(*layers)
+        stage, self.in_planes = make_stage(
+            Bottleneck, self.in_planes, planes, blocks, stride, Bottleneck.expansion
+        )
+        return stage
 
     def forward_features(self, x: Tensor) -> Tensor:
         x = F.relu(self.bn1(self.conv1(x)))

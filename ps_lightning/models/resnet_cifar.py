@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ps_lightning.models.resnet_stages import kaiming_init_convs, make_stage
+
 
 class PadShortcut(nn.Module):
     """Option-A shortcut: parameter-free, so the residual path adds no weights."""
@@ -67,17 +69,11 @@ class CifarResNetNet(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(self.feature_dim, num_classes)
 
-        # Default PyTorch conv init is tuned for no BN/ReLU; Kaiming keeps deep stacks trainable.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        kaiming_init_convs(self)
 
     def _make_stage(self, planes: int, blocks: int, stride: int) -> nn.Sequential:
-        layers = []
-        for s in [stride] + [1] * (blocks - 1):
-            layers.append(BasicBlock(self.in_planes, planes, s))
-            self.in_planes = planes
-        return nn.Sequential(*layers)
+        stage, self.in_planes = make_stage(BasicBlock, self.in_planes, planes, blocks, stride)
+        return stage
 
     def forward_features(self, x: Tensor) -> Tensor:
         x = F.relu(self.bn1(self.conv1(x)))
