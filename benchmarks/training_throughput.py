@@ -116,6 +116,8 @@ def lightning_epoch(datamodule: UnlearningDataModule, lr: float, bare: bool = Fa
         accelerator="cpu",
         devices=1,
         logger=False,
+        # Without a logger the run directory is default_root_dir: keep split.json out of the cwd.
+        default_root_dir=tempfile.mkdtemp(prefix="throughput-"),
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
