@@ -45,7 +45,8 @@ class UnlearningEvaluator(L.LightningModule):
         original: the name of the original model: the relearn probe counts the steps each
             model needs to come back to within 5 points of its forget accuracy. ``None``: no
             relearn probe.
-        probe_size: retain samples whose features train the linear probe.
+        probe_size: retain samples whose features (with the calibration half of the test set)
+            train the linear probe.
         relearn_size: forget samples the relearn probe fine-tunes on.
         relearn_max_steps: the relearn probe's step limit (``max + 1`` is reported if unmet).
         num_classes: set from the data; checked against each checkpoint.
@@ -107,9 +108,8 @@ class UnlearningEvaluator(L.LightningModule):
 
     def on_test_start(self) -> None:
         self.outputs = {name: {split: [] for split in EVAL_SPLITS} for name in self.models}
-        self.features = {
-            name: {split: [] for split in ("forget", "retain")} for name in self.models
-        }
+        probe_splits = ("forget", "retain", "calibration")
+        self.features = {name: {split: [] for split in probe_splits} for name in self.models}
         self.labels: dict[str, list[torch.Tensor]] = {split: [] for split in EVAL_SPLITS}
 
     def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -139,9 +139,12 @@ class UnlearningEvaluator(L.LightningModule):
         for name in self.models:
             outputs = {s: (logits[name][s], labels[s]) for s in EVAL_SPLITS}
             metrics = split_metrics(outputs, num_classes, target_classes)
+            # Retain samples alone hold no sample of a wholly forgotten class, so the probe also
+            # learns from the held-out calibration half, which does (never from forget samples).
+            size = self.hparams.probe_size
             metrics["linear_probe_forget_acc"] = linear_probe_accuracy(
-                features[name]["retain"][: self.hparams.probe_size],
-                labels["retain"][: self.hparams.probe_size],
+                torch.cat([features[name]["retain"][:size], features[name]["calibration"]]),
+                torch.cat([labels["retain"][:size], labels["calibration"]]),
                 features[name]["forget"],
                 labels["forget"],
             )

@@ -1,7 +1,7 @@
 """Probes that look past the final layer: does the model only hide what it forgot?
 
 - linear probe: a linear classifier trained on the model's frozen penultimate features of
-  retain samples, scored on the forget samples. High accuracy means the backbone still
+  retain and held-out samples, scored on the forget samples. High accuracy means the backbone still
   separates the forgotten samples; only the head forgot.
 - relearn time: fine-tuning steps on a few forget samples until the model again classifies
   the forget set as well as the original model did. Few steps mean the knowledge was hidden,
