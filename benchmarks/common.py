@@ -154,6 +154,28 @@ def write_fake_mnist(root: Path, num_train: int, num_test: int, seed: int) -> No
             write_idx(raw / f"{prefix}-{kind}", data)
 
 
+def step_args(config: Path, run: str, runs: Path, original: Path) -> list[str]:
+    """The arguments every benchmarked CLI step shares: config, run folder, quiet output, the
+    original model's split (for every later step) and checkpoint (for unlearning steps)."""
+    args = [
+        "--config",
+        str(config),
+        "--run",
+        run,
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+        "--trainer.logger.init_args.save_dir",
+        str(runs),
+    ]
+    if config.name != "original.yaml":
+        args += ["--data.init_args.split_manifest", str(original / "split.json")]
+    if config.name not in ("original.yaml", "retrain.yaml"):
+        args += ["--model.init_args.original_ckpt", str(original / "checkpoints" / "model.ckpt")]
+    return args
+
+
 def cli_fit(args: Sequence[str]) -> None:
     """``ps-lightning fit <args>`` in this process (`ps_lightning.cli.cli_main`).
 

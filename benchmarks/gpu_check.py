@@ -35,7 +35,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from common import CONFIGS, cli_fit, quiet_lightning, set_threads
+from common import CONFIGS, cli_fit, quiet_lightning, set_threads, step_args
 
 from ps_lightning.data import CIFAR10DataModule, DigitsDataModule
 from ps_lightning.data.sources import Source
@@ -88,21 +88,7 @@ class Setup:
 
     def fit(self, config: str, run: str, *overrides: str) -> Path:
         """A digits step through the CLI; returns its run directory."""
-        args = [
-            "--config",
-            str(DIGITS / config),
-            "--run",
-            run,
-            "--trainer.enable_progress_bar",
-            "false",
-            "--trainer.enable_model_summary",
-            "false",
-            "--trainer.logger.init_args.save_dir",
-            str(self.runs),
-        ]
-        if config != "original.yaml":
-            args += ["--data.init_args.split_manifest", str(self.manifest)]
-            args += ["--model.init_args.original_ckpt", str(self.ckpt)]
+        args = step_args(DIGITS / config, run, self.runs, self.original)
         cli_fit([*args, *overrides])
         return self.runs / "digits" / run
 

@@ -43,6 +43,7 @@ from common import (
     median_seconds,
     quiet_lightning,
     set_threads,
+    step_args,
     write_fake_mnist,
 )
 
@@ -74,26 +75,9 @@ class Runner:
         self.original = runs / dataset / "original"
 
     def step(self, config: str, run: str, *overrides: str, breakdown: bool = False) -> Step:
-        args = [
-            "fit",
-            "--config",
-            str(CONFIGS / self.dataset / config),
-            "--run",
-            run,
-            "--trainer.enable_progress_bar",
-            "false",
-            "--trainer.enable_model_summary",
-            "false",
-            "--trainer.logger.init_args.save_dir",
-            str(self.runs),
-            *self.extra,
-            *overrides,
-        ]
-        if config != "original.yaml":
-            args += ["--data.init_args.split_manifest", str(self.original / "split.json")]
-        if config in ("naive_ps.yaml", "ps.yaml"):
-            ckpt = self.original / "checkpoints" / "model.ckpt"
-            args += ["--model.init_args.original_ckpt", str(ckpt)]
+        config_path = CONFIGS / self.dataset / config
+        args = ["fit", *step_args(config_path, run, self.runs, self.original), *self.extra]
+        args += list(overrides)
         argv, sys.argv = sys.argv, sys.argv[:1]  # the CLI would also read this script's flags
         try:
             parse = math.nan
