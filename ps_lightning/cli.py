@@ -71,8 +71,10 @@ def _destroy_process_group() -> None:
         dist.destroy_process_group()
 
 
+atexit.register(_destroy_process_group)
+
+
 def cli_main(args: list[str] | None = None, run: bool = True) -> PSLightningCLI:
-    atexit.register(_destroy_process_group)
     return PSLightningCLI(
         L.LightningModule,
         UnlearningDataModule,

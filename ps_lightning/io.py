@@ -12,7 +12,14 @@ from typing import IO, Any
 import torch
 
 
-def _atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
+    """Write ``path`` through ``write(handle)`` atomically, with the usual permissions."""
     # A temporary file in the target folder, then os.replace: readers see the old file or the
     # whole new one, never a torn write, even when the process is killed mid-way.
     path = Path(path)
@@ -23,6 +30,8 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        # mkstemp creates 0600; give the file the permissions an ordinary write would.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -31,15 +40,15 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -
 
 def atomic_write_json(path: str | os.PathLike, data: Any) -> None:
     text = json.dumps(data, indent=2, sort_keys=True) + "\n"
-    _atomic_write(path, lambda handle: handle.write(text.encode()))
+    atomic_write(path, lambda handle: handle.write(text.encode()))
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    _atomic_write(path, lambda handle: handle.write(text.encode()))
+    atomic_write(path, lambda handle: handle.write(text.encode()))
 
 
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
-    _atomic_write(path, lambda handle: torch.save(obj, handle))
+    atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
 def safe_torch_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:

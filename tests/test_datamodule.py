@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from ps_lightning.data import DigitsDataModule, MNISTDataModule, UnlearningDataM
 from ps_lightning.data.datamodule import MANIFEST_NAME, TensorSamples
 from ps_lightning.data.manifest import fingerprint, write_manifest
 from ps_lightning.data.sources import Source
-from ps_lightning.io import _atomic_write
+from ps_lightning.io import atomic_write
 
 NUM_TRAIN, NUM_TEST = 200, 60
 
@@ -154,7 +155,7 @@ def test_split_manifest_is_loaded_not_redrawn(tmp_path: Path) -> None:
     assert len(loaded.report_indices) == 358
 
 
-def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> None:
+def testatomic_write_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> None:
     target = tmp_path / "split.json"
     target.write_text('{"old": true}')
 
@@ -163,7 +164,7 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> N
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        _atomic_write(target, torn)
+        atomic_write(target, torn)
     assert target.read_text() == '{"old": true}'
     assert listing(tmp_path) == ["split.json"]
 
@@ -424,3 +425,12 @@ def test_serving_unusable_tensors_is_refused(tensors) -> None:
         dm.serve_train_tensors(*tensors)
     # Nothing was served: the loader still serves the training images.
     assert len(dm.train_dataloader().dataset) == 1437
+
+
+def test_atomic_writes_get_the_permissions_of_an_ordinary_write(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "file.json", lambda handle: handle.write(b"{}"))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "file.json").stat().st_mode & 0o777 == 0o644

@@ -411,3 +411,40 @@ def test_unknown_method_is_refused(original: Original, tmp_path: Path) -> None:
             manifest=original.manifest,
         )
     assert nothing_written(save_dir)
+
+
+def test_cumulative_requests_without_the_index_are_refused(
+    original: Original, tmp_path: Path
+) -> None:
+    save_dir = tmp_path / "runs"
+    for args in (("--model.init_args.method", "ps"), ("--model.init_args.use_index", "false")):
+        with pytest.raises(ValueError, match="cumulative"):
+            unlearn(
+                save_dir,
+                "c",
+                original.ckpt,
+                "--model.init_args.cumulative",
+                "true",
+                *args,
+                manifest=original.manifest,
+            )
+    assert nothing_written(save_dir)
+
+
+def test_unlearning_never_writes_over_an_existing_result(
+    original: Original, tmp_path: Path
+) -> None:
+    import lightning as L
+
+    from ps_lightning.data import DigitsDataModule
+    from ps_lightning.unlearning import PSUnlearnModule
+
+    root = tmp_path / "no-logger"
+    existing = root / "checkpoints" / "model.ckpt"
+    existing.parent.mkdir(parents=True)
+    existing.write_bytes(b"a user's file")
+    trainer = L.Trainer(logger=False, default_root_dir=str(root), enable_progress_bar=False)
+    module = PSUnlearnModule(str(original.ckpt), method="naive", num_classes=10, in_channels=1)
+    with pytest.raises(FileExistsError, match="never overwrites"):
+        trainer.fit(module, datamodule=DigitsDataModule(split_manifest=str(original.manifest)))
+    assert existing.read_bytes() == b"a user's file"

@@ -6,9 +6,7 @@ so that batches are cut by indexing and augmented on the device), labels as int6
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,6 +15,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 from PIL import Image
+
+from ps_lightning.io import atomic_write
 
 
 class Source(NamedTuple):
@@ -249,19 +249,6 @@ def _read_tiny_cache(path: Path, n_files: int) -> Source | None:
     )
 
 
-def _write_tiny_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    # A crash mid-write must never leave a truncated file under the real name.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def load_tinyimagenet(data_dir: str, download: bool) -> Source:
     """TinyImageNet-200 at 64×64; the labelled validation set serves as the test set.
 
@@ -286,18 +273,16 @@ def load_tinyimagenet(data_dir: str, download: bool) -> Source:
     classes = _tiny_classes(root, wnids)
     train_images, train_labels = _decode(train_files)
     test_images, test_labels = _decode(test_files)
-    _write_tiny_cache(
-        cache_path,
-        {
-            "train_images": train_images,
-            "train_labels": train_labels,
-            "test_images": test_images,
-            "test_labels": test_labels,
-            "classes": np.array(classes, dtype=np.str_),
-            "n_files": np.array(n_files, dtype=np.int64),
-            "version": np.array(_CACHE_VERSION, dtype=np.int64),
-        },
-    )
+    arrays = {
+        "train_images": train_images,
+        "train_labels": train_labels,
+        "test_images": test_images,
+        "test_labels": test_labels,
+        "classes": np.array(classes, dtype=np.str_),
+        "n_files": np.array(n_files, dtype=np.int64),
+        "version": np.array(_CACHE_VERSION, dtype=np.int64),
+    }
+    atomic_write(cache_path, lambda handle: np.savez(handle, **arrays))
     return Source(
         torch.from_numpy(train_images),
         torch.from_numpy(train_labels),

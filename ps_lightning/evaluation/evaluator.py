@@ -76,11 +76,12 @@ class UnlearningEvaluator(L.LightningModule):
         self.records: dict[str, dict[str, Any]] = {}
         for name, path in checkpoints.items():
             model, record = load_classifier(path)
-            if num_classes is not None and record["init_args"].get("num_classes") != num_classes:
-                raise ValueError(
-                    f"checkpoint '{path}' has {record['init_args'].get('num_classes')} classes, "
-                    f"the data {num_classes}: it belongs to another dataset."
-                )
+            for key, expected in (("num_classes", num_classes), ("in_channels", in_channels)):
+                if expected is not None and record["init_args"].get(key) != expected:
+                    raise ValueError(
+                        f"checkpoint '{path}' has {key}={record['init_args'].get(key)}, the data "
+                        f"{expected}: it belongs to another dataset."
+                    )
             self.models[name] = model
             self.records[name] = record
         self.outputs: dict[str, dict[str, list[torch.Tensor]]] = {}
@@ -141,10 +142,12 @@ class UnlearningEvaluator(L.LightningModule):
             metrics = split_metrics(outputs, num_classes, target_classes)
             # Retain samples alone hold no sample of a wholly forgotten class, so the probe also
             # learns from the held-out calibration half, which does (never from forget samples).
-            size = self.hparams.probe_size
+            probe_rows = torch.randperm(
+                len(labels["retain"]), generator=torch.Generator().manual_seed(0)
+            )[: self.hparams.probe_size]  # seeded: the stored order may be class by class
             metrics["linear_probe_forget_acc"] = linear_probe_accuracy(
-                torch.cat([features[name]["retain"][:size], features[name]["calibration"]]),
-                torch.cat([labels["retain"][:size], labels["calibration"]]),
+                torch.cat([features[name]["retain"][probe_rows], features[name]["calibration"]]),
+                torch.cat([labels["retain"][probe_rows], labels["calibration"]]),
                 features[name]["forget"],
                 labels["forget"],
             )

@@ -84,6 +84,17 @@ class UnlearningModule(L.LightningModule):
     def configure_callbacks(self) -> list[L.Callback]:
         return [RunTimer()]
 
+    def setup(self, stage: str) -> None:
+        # Checked before any work: a result is never written over an existing file (without a
+        # logger, the run directory is the working directory).
+        log_dir = self.trainer.log_dir
+        target = Path(log_dir or ".") / RESULT_CHECKPOINT
+        if target.exists() or target.resolve() == Path(self.original_ckpt).resolve():
+            raise FileExistsError(
+                f"'{target}' exists already; unlearning never overwrites a checkpoint. Choose "
+                "another run (--run NAME) or another trainer.logger save_dir."
+            )
+
     @property
     def datamodule(self) -> UnlearningDataModule:
         return self.trainer.datamodule
@@ -118,7 +129,12 @@ class UnlearningModule(L.LightningModule):
     # ------------------------------------------------------------------ the result
     def unlearning_record(self) -> dict[str, Any]:
         """What the method did; stored in the result checkpoint."""
-        return {"method": type(self).__name__, "original_ckpt": self.original_ckpt}
+        config = {k: v for k, v in self.hparams.items() if k != "original_ckpt"}
+        return {
+            "method": type(self).__name__,
+            "original_ckpt": self.original_ckpt,
+            "config": config,
+        }
 
     def result_checkpoint(self) -> dict[str, Any]:
         data = self.datamodule.state_dict()

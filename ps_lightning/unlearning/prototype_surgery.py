@@ -8,6 +8,8 @@ a few small matrix products whatever the backbone.
 
 from __future__ import annotations
 
+import functools
+import warnings
 from typing import Any
 
 import torch
@@ -89,6 +91,11 @@ class PSUnlearnModule(UnlearningModule):
                 raise ValueError(f"{name}={value!r} is not one of {allowed}.")
         if epochs < 0 or lr <= 0 or retain_anchor < 0 or anchor_size < 1 or top_k < 1:
             raise ValueError("epochs, retain_anchor must be >= 0; lr, anchor_size, top_k > 0.")
+        if cumulative and (method == "ps" or not use_index):
+            raise ValueError(
+                "cumulative requests accumulate in the surgery index of Naive PS: use them with "
+                "method naive or naive+ps and use_index true."
+            )
         super().__init__(original_ckpt, num_classes, in_channels)
         self.save_hyperparameters()
         head = self.model.prototypes
@@ -107,13 +114,15 @@ class PSUnlearnModule(UnlearningModule):
     def trains(self) -> bool:
         return self.hparams.method != "naive" and self.hparams.epochs > 0
 
-    @property
+    @functools.cached_property
     def uses_early_stop(self) -> bool:
+        # Cached: it is asked before every step, and the whole-class test scans every label.
         mode = self.hparams.early_stop
         return mode == "on" or (mode == "auto" and not self.datamodule.forgets_whole_classes)
 
     # ------------------------------------------------------------------ set-up
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         # PS epochs are a property of the method, not of the Trainer: naive surgery trains
         # for none, and a config cannot leave a stale trainer.max_epochs in charge.
         self.trainer.fit_loop.max_epochs = self.hparams.epochs if self.trains else 0
@@ -127,7 +136,7 @@ class PSUnlearnModule(UnlearningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         head = self.model.prototypes
-        params = [p for p in head.parameters() if p.requires_grad] or list(head.parameters())
+        params = [p for p in head.parameters() if p.requires_grad]
         return OPTIMIZERS[self.hparams.optimizer](
             params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
         )
@@ -144,7 +153,11 @@ class PSUnlearnModule(UnlearningModule):
         self.cache["forget"]["targets"] = targets
         retain = self.extract(dm.eval_dataloader("retain_val"))
         order = torch.randperm(len(retain["labels"]), generator=torch.Generator().manual_seed(0))
-        self.cache["anchor"] = {k: v[order[: self.hparams.anchor_size]] for k, v in retain.items()}
+        anchor = {k: v[order[: self.hparams.anchor_size]] for k, v in retain.items()}
+        # The original model's outputs: with naive+ps the head has already been operated on.
+        original_logits = F.linear(anchor["features"], self.original_weight, self.original_bias)
+        anchor["original_probabilities"] = torch.softmax(original_logits, dim=1)
+        self.cache["anchor"] = anchor
         self.cache["retain"] = retain
         if self.uses_early_stop:
             self.cache["calibration"] = self.extract(dm.eval_dataloader("calibration"))
@@ -155,12 +168,7 @@ class PSUnlearnModule(UnlearningModule):
     @torch.no_grad()
     def _stream_gram(self) -> torch.Tensor:
         """``G = FᵀF`` over the whole training set, one batch at a time, summed over processes."""
-        total = torch.zeros(
-            self.model.net.feature_dim,
-            self.model.net.feature_dim,
-            dtype=torch.float64,
-            device=self.device,
-        )
+        total = self._zero_gram()
         with torch.autocast(self.device.type, enabled=False):
             for images, _ in self.datamodule.eval_dataloader("train"):
                 images = images.to(self.device, non_blocking=True)
@@ -203,16 +211,28 @@ class PSUnlearnModule(UnlearningModule):
         head.weight.data.copy_(new_weight)
         changed = self.index_built or self.hparams.cumulative
         if self.hparams.use_index and changed and self.trainer.is_global_zero:
-            save_index(path, index)
+            try:
+                save_index(path, index)
+            except OSError as error:
+                if self.hparams.cumulative:
+                    raise OSError(
+                        f"cannot record this cumulative request in '{path}' ({error}); later "
+                        "requests would not know these samples were removed. Make the folder "
+                        "writable, or drop cumulative."
+                    ) from error
+                warnings.warn(
+                    f"surgery index not cached at '{path}' ({error}); the next request "
+                    "rebuilds it.",
+                    stacklevel=1,
+                )
+
+    def _zero_gram(self) -> torch.Tensor:
+        dim = self.model.net.feature_dim
+        return torch.zeros(dim, dim, dtype=torch.float64, device=self.device)
 
     def _gram_of(self, indices: torch.Tensor) -> torch.Tensor:
         if len(indices) == 0:
-            return torch.zeros(
-                self.model.net.feature_dim,
-                self.model.net.feature_dim,
-                dtype=torch.float64,
-                device=self.device,
-            )
+            return self._zero_gram()
         rows = self.extract(self.datamodule.eval_dataloader(self.datamodule.train_subset(indices)))
         return gram(rows["features"])
 
@@ -232,7 +252,7 @@ class PSUnlearnModule(UnlearningModule):
             if self.hparams.anchor_target == "labels":
                 anchor_loss = F.cross_entropy(logits, anchor["labels"])
             else:
-                anchor_loss = soft_cross_entropy(logits, torch.softmax(anchor["logits"], dim=1))
+                anchor_loss = soft_cross_entropy(logits, anchor["original_probabilities"])
             self.log("ps/anchor_loss", anchor_loss, on_step=False, on_epoch=True)
             loss = loss + self.hparams.retain_anchor * anchor_loss
         return loss
@@ -345,7 +365,6 @@ class PSUnlearnModule(UnlearningModule):
         record = super().unlearning_record()
         record.update(
             {
-                "config": {k: v for k, v in self.hparams.items() if k != "original_ckpt"},
                 "removed_samples": self.removed_count or len(self.datamodule.forget_indices),
                 "index_built": self.index_built,
                 "early_stop_used": self.trains and self.uses_early_stop,

@@ -115,6 +115,7 @@ class ImageUnlearningModule(UnlearningModule):
 
     # ------------------------------------------------------------------ set-up
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         # The epochs are the method's, not the Trainer's (as in PSUnlearnModule).
         self.trainer.fit_loop.max_epochs = self.hparams.epochs
         self.model.requires_grad_(True)
@@ -165,6 +166,5 @@ class ImageUnlearningModule(UnlearningModule):
     # ------------------------------------------------------------------ the result
     def unlearning_record(self) -> dict[str, Any]:
         record = super().unlearning_record()
-        record["config"] = {k: v for k, v in self.hparams.items() if k != "original_ckpt"}
         record["train_on"] = self.train_on
         return record

@@ -67,6 +67,7 @@ class SSD(UnlearningModule):
         self.dampened_fraction = 0.0
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         self.trainer.fit_loop.max_epochs = 0  # all of SSD happens in on_fit_start
         # Gradients are taken (never stepped); DDP also needs a parameter that requires one.
         self.model.requires_grad_(True)
@@ -96,6 +97,5 @@ class SSD(UnlearningModule):
 
     def unlearning_record(self) -> dict[str, Any]:
         record = super().unlearning_record()
-        record["config"] = {k: v for k, v in self.hparams.items() if k != "original_ckpt"}
         record["dampened_fraction"] = self.dampened_fraction
         return record
