@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from unlearning_fixtures import (
@@ -22,6 +23,7 @@ from unlearning_fixtures import (
 
 from ps_lightning.data import DigitsDataModule
 from ps_lightning.models.classifier import LeNet5, classifier_record, load_classifier
+from ps_lightning.unlearning import PSUnlearnModule
 from ps_lightning.unlearning.index import file_sha256, index_path, load_index
 from ps_lightning.unlearning.surgery import gram, naive_prototype_surgery
 
@@ -434,11 +436,6 @@ def test_cumulative_requests_without_the_index_are_refused(
 def test_unlearning_never_writes_over_an_existing_result(
     original: Original, tmp_path: Path
 ) -> None:
-    import lightning as L
-
-    from ps_lightning.data import DigitsDataModule
-    from ps_lightning.unlearning import PSUnlearnModule
-
     root = tmp_path / "no-logger"
     existing = root / "checkpoints" / "model.ckpt"
     existing.parent.mkdir(parents=True)

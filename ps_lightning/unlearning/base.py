@@ -9,6 +9,7 @@ as a new checkpoint in the same format as the original, so that evaluation, late
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -100,21 +101,26 @@ class UnlearningModule(L.LightningModule):
         return self.trainer.datamodule
 
     # ------------------------------------------------------------------ exact feature passes
+    def iter_features(self, loader: DataLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``(features, labels)`` per batch of this process's shard: float32, autocast off (a
+        Gram matrix under bf16 has ~1e-3 error), the datamodule's eval transform."""
+        with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
+            for batch in loader:
+                images, labels = (t.to(self.device, non_blocking=True) for t in batch)
+                inputs = self.datamodule.model_input(images)
+                yield self.model.forward_features(inputs).float(), labels
+
     @torch.no_grad()
     def extract(self, loader: DataLoader) -> dict[str, torch.Tensor]:
         """Features, logits and labels of every sample of ``loader``, gathered on each process.
 
-        Runs in float32 with autocast disabled (a Gram matrix under bf16 has ~1e-3 error) and
-        with the datamodule's eval transform; under DDP each process sees a disjoint shard and
-        the shards are gathered, so every process ends with all rows.
+        Under DDP each process sees a disjoint shard and the shards are gathered, so every
+        process ends with all rows.
         """
         features, labels = [], []
-        with torch.autocast(self.device.type, enabled=False):
-            for batch in loader:
-                images, batch_labels = (t.to(self.device, non_blocking=True) for t in batch)
-                inputs = self.datamodule.model_input(images)
-                features.append(self.model.forward_features(inputs).float())
-                labels.append(batch_labels)
+        for batch_features, batch_labels in self.iter_features(loader):
+            features.append(batch_features)
+            labels.append(batch_labels)
         feats = (
             torch.cat(features)
             if features

@@ -169,11 +169,8 @@ class PSUnlearnModule(UnlearningModule):
     def _stream_gram(self) -> torch.Tensor:
         """``G = FᵀF`` over the whole training set, one batch at a time, summed over processes."""
         total = self._zero_gram()
-        with torch.autocast(self.device.type, enabled=False):
-            for images, _ in self.datamodule.eval_dataloader("train"):
-                images = images.to(self.device, non_blocking=True)
-                features = self.model.forward_features(self.datamodule.model_input(images))
-                accumulate_gram(total, features)
+        for features, _ in self.iter_features(self.datamodule.eval_dataloader("train")):
+            accumulate_gram(total, features)
         return self.trainer.strategy.reduce(total, reduce_op="sum")
 
     def _naive_surgery(self, forget_features: torch.Tensor) -> None:
