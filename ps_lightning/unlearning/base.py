@@ -85,7 +85,15 @@ class UnlearningModule(L.LightningModule):
     def configure_callbacks(self) -> list[L.Callback]:
         return [RunTimer()]
 
+    @property
+    def training_epochs(self) -> int:
+        """Epochs the method trains for (0: all its work happens in ``on_fit_start``)."""
+        return 0
+
     def setup(self, stage: str) -> None:
+        # Epochs are a property of the method, not of the Trainer: a config cannot leave a stale
+        # trainer.max_epochs in charge.
+        self.trainer.fit_loop.max_epochs = self.training_epochs
         # Checked before any work: a result is never written over an existing file (without a
         # logger, the run directory is the working directory).
         log_dir = self.trainer.log_dir

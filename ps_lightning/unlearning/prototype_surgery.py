@@ -114,6 +114,10 @@ class PSUnlearnModule(UnlearningModule):
     def trains(self) -> bool:
         return self.hparams.method != "naive" and self.hparams.epochs > 0
 
+    @property
+    def training_epochs(self) -> int:
+        return self.hparams.epochs if self.trains else 0  # naive surgery trains for none
+
     @functools.cached_property
     def uses_early_stop(self) -> bool:
         # Cached: it is asked before every step, and the whole-class test scans every label.
@@ -123,9 +127,6 @@ class PSUnlearnModule(UnlearningModule):
     # ------------------------------------------------------------------ set-up
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        # PS epochs are a property of the method, not of the Trainer: naive surgery trains
-        # for none, and a config cannot leave a stale trainer.max_epochs in charge.
-        self.trainer.fit_loop.max_epochs = self.hparams.epochs if self.trains else 0
         head = self.model.prototypes
         train_weight = self.hparams.trainable in ("weight", "weight+bias")
         train_bias = self.hparams.trainable in ("bias", "weight+bias")

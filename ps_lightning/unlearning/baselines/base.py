@@ -114,10 +114,12 @@ class ImageUnlearningModule(UnlearningModule):
         self.gradient_mask: list[torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ set-up
+    @property
+    def training_epochs(self) -> int:
+        return self.hparams.epochs
+
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        # The epochs are the method's, not the Trainer's (as in PSUnlearnModule).
-        self.trainer.fit_loop.max_epochs = self.hparams.epochs
         self.model.requires_grad_(True)
         self.datamodule.set_train_on(self.train_on)
         # Lightning keeps the mode a module enters `fit` in, and the original loads in eval

@@ -68,7 +68,6 @@ class SSD(UnlearningModule):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        self.trainer.fit_loop.max_epochs = 0  # all of SSD happens in on_fit_start
         # Gradients are taken (never stepped); DDP also needs a parameter that requires one.
         self.model.requires_grad_(True)
 
