@@ -40,12 +40,15 @@ TRAINING := --seed_everything $(EXPID) \
 FROM_REQUEST := $(REQUEST) --data.init_args.split_manifest $(MANIFEST)
 FROM_ORIGINAL := --model.init_args.original_ckpt $(ORIGINAL_CKPT)
 
-.PHONY: help install demo test lint tensorboard chain bench digits mnist cifar10 cifar100 tinyimagenet clean-runs
+.PHONY: help install demo test lint tensorboard chain bench digits mnist fashion_mnist cifar10 cifar100 \
+	tinyimagenet fashion_mnist-data clean-runs
 
 help:
 	@echo "make demo          the whole chain on the embedded digits data, then its comparison table"
 	@echo "make test          the test suite"
-	@echo "make <dataset>     digits | mnist | cifar10 | cifar100 | tinyimagenet: original -> retrain -> naive_ps -> ps -> evaluate"
+	@echo "make <dataset>     digits | mnist | fashion_mnist | cifar10 | cifar100 | tinyimagenet:"
+	@echo "                   original -> retrain -> naive_ps -> ps -> evaluate"
+	@echo "make fashion_mnist-data   lay out Fashion-MNIST offline from Debian's dataset-fashion-mnist"
 	@echo "make bench         every method x seed x scenario side by side (DATASET, SEEDS, METHODS, SCENARIOS)"
 	@echo "make tensorboard   TensorBoard on $(RUNS_DIR)"
 	@echo "variables: SEED EXPID RATIO CLASSES DATA_DIR RUNS_DIR ACCELERATOR DEVICES PRECISION MAX_EPOCHS"
@@ -71,8 +74,27 @@ tensorboard: $(STAMP)
 
 demo: digits
 
-digits mnist cifar10 cifar100 tinyimagenet:
+digits mnist fashion_mnist cifar10 cifar100 tinyimagenet:
 	@$(MAKE) --no-print-directory chain DATASET=$@
+
+# Fashion-MNIST without internet access to its host: Debian's package dataset-fashion-mnist
+# ships the four original idx .gz files (installed: /usr/share/datasets/fashion-mnist; else the
+# package is downloaded and unpacked in a temporary folder). They are unpacked where
+# torchvision's FashionMNIST looks, so `make fashion_mnist` finds them and downloads nothing.
+FASHION_MNIST_DEB_DIR ?= /usr/share/datasets/fashion-mnist
+FASHION_MNIST_FILES := train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte \
+	t10k-labels-idx1-ubyte
+fashion_mnist-data:
+	@set -e; raw=$(DATA_DIR)/FashionMNIST/raw; src=$(FASHION_MNIST_DEB_DIR); mkdir -p $$raw; \
+	if [ ! -f $$src/train-images-idx3-ubyte.gz ]; then \
+		tmp=$$(mktemp -d); (cd $$tmp && apt-get download dataset-fashion-mnist); \
+		dpkg -x $$tmp/dataset-fashion-mnist_*.deb $$tmp/root; \
+		src=$$tmp/root/usr/share/datasets/fashion-mnist; trap "rm -rf $$tmp" EXIT; \
+	fi; \
+	for name in $(FASHION_MNIST_FILES); do \
+		gunzip -c $$src/$$name.gz > $$raw/.$$name.partial && mv $$raw/.$$name.partial $$raw/$$name; \
+	done; \
+	echo "Fashion-MNIST laid out in $$raw"
 
 # The chain. Each step is a file target: a finished step is not run again (delete its run
 # directory to redo it). The retrain step draws the request's split; later steps reuse it.

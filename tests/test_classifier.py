@@ -44,6 +44,9 @@ def test_initial_prototypes_are_the_final_layer_at_construction(name: str) -> No
     assert "initial_prototypes" in model.state_dict()
     assert "initial_prototypes" not in dict(model.named_parameters())
     assert model.initial_prototypes.data_ptr() != model.net.fc.weight.data_ptr()
+    assert torch.equal(model.initial_bias, model.net.fc.bias)
+    assert "initial_bias" in model.state_dict()
+    assert model.initial_bias.data_ptr() != model.net.fc.bias.data_ptr()
     with torch.inference_mode():
         x = torch.randn(2, *shape)
         assert model(x).shape == (2, num_classes)
@@ -56,6 +59,7 @@ def test_training_steps_change_prototypes_but_not_initial_prototypes(name: str) 
     torch.manual_seed(0)
     model = cls().train()
     w0 = model.net.fc.weight.detach().clone()
+    b0 = model.net.fc.bias.detach().clone()
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01, weight_decay=1e-4)
     x, y = torch.randn(4, *shape), torch.arange(4) % num_classes
     for _ in range(2):
@@ -64,6 +68,8 @@ def test_training_steps_change_prototypes_but_not_initial_prototypes(name: str) 
         optimizer.step()
     assert not torch.allclose(model.net.fc.weight, w0)
     assert torch.equal(model.initial_prototypes, w0)
+    assert not torch.equal(model.net.fc.bias, b0)
+    assert torch.equal(model.initial_bias, b0)
 
 
 def test_cifar_resnet_depth_is_recorded_and_rebuilt(tmp_path: Path) -> None:

@@ -120,7 +120,10 @@ def test_setup_writes_manifest_that_reproduces_the_split(tmp_path: Path) -> None
 
     source = first._source
     assert manifest["dataset"] == "digits"
-    assert manifest["fingerprint"] == fingerprint(source.train_labels, (1, 32, 32))
+    transform = {"mean": [0.30], "std": [0.38]}
+    assert manifest["fingerprint"] == fingerprint(
+        source.train_images, source.train_labels, transform
+    )
     assert manifest["num_train"] == 1437 and manifest["num_test"] == 360
     assert manifest["num_classes"] == 10
     assert manifest["request"] == {"kind": "classes", "classes": [3, 7], "ratio": 0.2, "seed": 5}
@@ -434,3 +437,19 @@ def test_atomic_writes_get_the_permissions_of_an_ordinary_write(tmp_path: Path) 
     finally:
         os.umask(old)
     assert (tmp_path / "file.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_fingerprint_covers_pixels_order_and_input_transform() -> None:
+    source = DigitsDataModule()._source
+    images, labels = source.train_images, source.train_labels
+    transform = {"mean": [0.30], "std": [0.38]}
+    reference = fingerprint(images, labels, transform)
+    assert fingerprint(images.clone(), labels.clone(), dict(transform)) == reference
+    shifted = torch.roll(images, shifts=3, dims=-1)
+    assert fingerprint(shifted, labels, transform) != reference
+    # Two samples of the same class swapped: the label sequence is unchanged.
+    same_class = torch.nonzero(labels == labels[0]).flatten()[:2]
+    swapped = images.clone()
+    swapped[same_class] = images[same_class.flip(0)]
+    assert fingerprint(swapped, labels, transform) != reference
+    assert fingerprint(images, labels, {"mean": [0.5], "std": [0.38]}) != reference

@@ -54,8 +54,20 @@ def _mnist_split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return rng.integers(1, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n, dtype=np.uint8)
 
 
-def test_mnist_reads_idx_files_and_pads(tmp_path: Path) -> None:
-    raw = tmp_path / "MNIST" / "raw"
+@pytest.mark.parametrize(
+    ("loader", "folder"),
+    [(sources.load_mnist, "MNIST"), (sources.load_fashion_mnist, "FashionMNIST")],
+)
+def test_idx_datasets_read_idx_files_and_pad(
+    tmp_path: Path, loader: Callable[[str, bool], sources.Source], folder: str
+) -> None:
+    names = {
+        "MNIST": [str(i) for i in range(10)],
+        "FashionMNIST": "T-shirt/top,Trouser,Pullover,Dress,Coat,Sandal,Shirt,Sneaker,Bag,Ankle boot".split(
+            ","
+        ),
+    }
+    raw = tmp_path / folder / "raw"
     raw.mkdir(parents=True)
     train_x, train_y = _mnist_split(5, 0)
     test_x, test_y = _mnist_split(3, 1)
@@ -64,7 +76,7 @@ def test_mnist_reads_idx_files_and_pads(tmp_path: Path) -> None:
     _write_idx(raw / "t10k-images-idx3-ubyte", test_x)
     _write_idx(raw / "t10k-labels-idx1-ubyte", test_y)
 
-    src = sources.load_mnist(str(tmp_path), download=False)
+    src = loader(str(tmp_path), download=False)
     assert src.train_images.shape == (5, 1, 32, 32)
     assert src.test_images.shape == (3, 1, 32, 32)
     assert src.train_images.dtype == torch.uint8
@@ -77,7 +89,7 @@ def test_mnist_reads_idx_files_and_pads(tmp_path: Path) -> None:
     ring = src.train_images.clone()
     ring[:, :, 2:30, 2:30] = 0
     assert int(ring.count_nonzero()) == 0
-    assert src.classes == [str(i) for i in range(10)]
+    assert src.classes == names[folder]
 
 
 # --------------------------------------------------------------------------- CIFAR
@@ -285,6 +297,7 @@ def test_tinyimagenet_unannotated_val_image(tmp_path: Path) -> None:
     ("loader", "expected_path"),
     [
         (sources.load_mnist, "MNIST"),
+        (sources.load_fashion_mnist, "FashionMNIST"),
         (sources.load_cifar10, "cifar-10-batches-py"),
         (sources.load_cifar100, "cifar-100-python"),
         (sources.load_tinyimagenet, "tiny-imagenet-200"),

@@ -5,6 +5,7 @@ from ps_lightning.data.datasets import (
     CIFAR10DataModule,
     CIFAR100DataModule,
     DigitsDataModule,
+    FashionMNISTDataModule,
     MNISTDataModule,
     TinyImageNetDataModule,
 )
@@ -13,6 +14,7 @@ __all__ = [
     "CIFAR10DataModule",
     "CIFAR100DataModule",
     "DigitsDataModule",
+    "FashionMNISTDataModule",
     "MNISTDataModule",
     "TinyImageNetDataModule",
     "UnlearningDataModule",

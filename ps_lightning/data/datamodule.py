@@ -140,6 +140,10 @@ class UnlearningDataModule(L.LightningDataModule):
         """Fetch the files (called on one process only); the default loads with download on."""
         self.load_source()
 
+    def input_transform(self) -> dict[str, Any]:
+        """What turns stored images into model inputs (part of the training-set fingerprint)."""
+        return {"mean": list(self.mean), "std": list(self.std)}
+
     # ---------------------------------------------------------------- the split
     @staticmethod
     def _request_record(
@@ -157,7 +161,9 @@ class UnlearningDataModule(L.LightningDataModule):
             return
         source = self.load_source()
         self._source = source
-        train_fingerprint = fingerprint(source.train_labels, tuple(source.train_images.shape[1:]))
+        train_fingerprint = fingerprint(
+            source.train_images, source.train_labels, self.input_transform()
+        )
         if self.hparams.split_manifest:
             where = f"split manifest '{self.hparams.split_manifest}'"
             manifest = read_manifest(self.hparams.split_manifest)

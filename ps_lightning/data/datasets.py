@@ -34,6 +34,19 @@ class MNISTDataModule(UnlearningDataModule):
         return sources.load_mnist(self.hparams.data_dir, self.hparams.download)
 
 
+class FashionMNISTDataModule(UnlearningDataModule):
+    """Fashion-MNIST (60,000 training images of 10 kinds of clothing) at 32×32."""
+
+    dataset_name = "fashion_mnist"
+    num_classes = 10
+    in_channels = 1
+    mean = (0.2860,)
+    std = (0.3530,)
+
+    def load_source(self) -> Source:
+        return sources.load_fashion_mnist(self.hparams.data_dir, self.hparams.download)
+
+
 class CIFAR10DataModule(UnlearningDataModule):
     dataset_name = "cifar10"
     num_classes = 10

@@ -16,10 +16,17 @@ MANIFEST_FORMAT = 1
 MANIFEST_KEYS = ("dataset", "fingerprint", "request", "forget_indices", "calibration_test_indices")
 
 
-def fingerprint(labels: torch.Tensor, image_shape: tuple[int, ...]) -> str:
-    """Identifies a training set by its length, image shape and label sequence."""
+def fingerprint(images: torch.Tensor, labels: torch.Tensor, transform: dict[str, Any]) -> str:
+    """Identifies a training set by every image byte, every label in order, and the input
+    transform the models see (normalisation), so that shifted, re-ordered or differently
+    normalised data never pass for the data a model or a surgery index was built on.
+
+    sha256 over 60,000 28×28 images (~50 MB) takes about 0.1 s.
+    """
     digest = hashlib.sha256()
-    digest.update(f"{len(labels)}:{tuple(image_shape)}:".encode())
+    digest.update(f"{tuple(images.shape)}:{images.dtype}:".encode())
+    digest.update(json.dumps(transform, sort_keys=True).encode())
+    digest.update(images.contiguous().numpy().tobytes())
     digest.update(labels.to(torch.int64).numpy().tobytes())
     return digest.hexdigest()[:16]
 

@@ -70,25 +70,38 @@ def load_digits() -> Source:
     return Source(images[train], labels[train], images[test], labels[test], _digit_classes())
 
 
-def load_mnist(data_dir: str, download: bool) -> Source:
-    """MNIST, zero-padded from 28×28 to 32×32 (the input size of the original LeNet-5)."""
-    from torchvision import datasets
-
-    raw = Path(data_dir) / "MNIST" / "raw"
-    names = [os.path.splitext(os.path.basename(url))[0] for url, _ in datasets.MNIST.resources]
+def _load_idx_dataset(cls: Any, data_dir: str, download: bool, classes: list[str]) -> Source:
+    """An MNIST-format dataset of torchvision (idx files under ``<data_dir>/<Class>/raw``),
+    zero-padded from 28×28 to 32×32 (the input size of the original LeNet-5)."""
+    raw = Path(data_dir) / cls.__name__ / "raw"
+    names = [os.path.splitext(os.path.basename(url))[0] for url, _ in cls.resources]
     # torchvision only says "Dataset not found"; check first so the error can name the path.
     if not download and not all((raw / name).is_file() for name in names):
-        raise _not_found("MNIST", raw)
+        raise _not_found(cls.__name__, raw)
 
-    splits = [
-        datasets.MNIST(root=data_dir, train=train, download=download) for train in (True, False)
-    ]
+    splits = [cls(root=data_dir, train=train, download=download) for train in (True, False)]
     images = [
         torch.nn.functional.pad(split.data, (2, 2, 2, 2)).unsqueeze(1).contiguous()
         for split in splits
     ]
     labels = [split.targets.to(torch.int64) for split in splits]
-    return Source(images[0], labels[0], images[1], labels[1], _digit_classes())
+    return Source(images[0], labels[0], images[1], labels[1], classes)
+
+
+def load_mnist(data_dir: str, download: bool) -> Source:
+    """MNIST at 32×32."""
+    from torchvision import datasets
+
+    return _load_idx_dataset(datasets.MNIST, data_dir, download, _digit_classes())
+
+
+def load_fashion_mnist(data_dir: str, download: bool) -> Source:
+    """Fashion-MNIST (Zalando's 60k/10k clothing images, MNIST's format) at 32×32."""
+    from torchvision import datasets
+
+    return _load_idx_dataset(
+        datasets.FashionMNIST, data_dir, download, list(datasets.FashionMNIST.classes)
+    )
 
 
 def _load_cifar(cls: Any, data_dir: str, download: bool) -> Source:

@@ -8,6 +8,8 @@ learning-rate schedule come from the CLI (`optimizer:` and `lr_scheduler:` in th
 from __future__ import annotations
 
 import inspect
+import os
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -28,6 +30,8 @@ from ps_lightning.models.vgg import VGG16Net
 from ps_lightning.timing import RunTimer
 
 CHECKPOINT_FORMAT = 1
+# The one checkpoint later steps read: written once, atomically, when fit has finished.
+FINAL_CHECKPOINT = "model.ckpt"
 
 
 class ImageClassifier(L.LightningModule):
@@ -35,7 +39,8 @@ class ImageClassifier(L.LightningModule):
 
     The initial prototypes ``W0`` (the final layer's weight before any training step) are kept
     as the buffer ``initial_prototypes`` and so travel in every checkpoint: Naive Prototype
-    Surgery needs them.
+    Surgery needs them. The final layer's initial bias ``b0`` travels likewise, as
+    ``initial_bias``.
     """
 
     def __init__(
@@ -45,6 +50,8 @@ class ImageClassifier(L.LightningModule):
         self.save_hyperparameters()
         self.net = self.build_network()
         self.register_buffer("initial_prototypes", self.net.fc.weight.detach().clone())
+        # b0, for the bias-aware surgery that treats [W, b] against [f, 1].
+        self.register_buffer("initial_bias", self.net.fc.bias.detach().clone())
         self.train_accuracy = MulticlassAccuracy(num_classes, average="micro")
         self.train_loss = MeanMetric()
         self.split_accuracy = nn.ModuleDict(
@@ -66,10 +73,10 @@ class ImageClassifier(L.LightningModule):
         return self.net.forward_features(x)
 
     def configure_callbacks(self) -> list[L.Callback]:
-        # One stable name, `checkpoints/model.ckpt`, that later steps (unlearning, evaluation)
-        # point at. A run directory is never reused (the saved config refuses), so nothing is
-        # overwritten.
-        return [ModelCheckpoint(filename="model", enable_version_counter=False), RunTimer()]
+        # `last.ckpt` after every epoch, to resume an interrupted run (`--ckpt_path last`); it is
+        # never taken for a finished model (its record says complete: false). `model.ckpt`, the
+        # name later steps point at, is written by `on_fit_end` alone.
+        return [ModelCheckpoint(save_last=True, save_top_k=0), RunTimer()]
 
     def on_fit_start(self) -> None:
         # Metric states can stay shared between ddp_spawn ranks; start every fit from zero.
@@ -122,16 +129,40 @@ class ImageClassifier(L.LightningModule):
         # file itself chooses: the registry name, plain init arguments, and the data it saw.
         datamodule = self.trainer.datamodule if self._trainer is not None else None
         checkpoint["ps_lightning"] = classifier_record(
-            self, datamodule.state_dict() if datamodule is not None else None
+            self,
+            datamodule.state_dict() if datamodule is not None else None,
+            complete=getattr(self, "_writing_final", False),
         )
 
+    def on_fit_end(self) -> None:
+        # Reached only when fit ran to its end (an interrupt or a crash skips it), so a
+        # `model.ckpt` always holds a finished model: written under a temporary name by every
+        # rank's collective save, then renamed in one step by rank 0.
+        trainer = self.trainer
+        callback = trainer.checkpoint_callback
+        if trainer.interrupted or callback is None or callback.dirpath is None:
+            return
+        final = Path(callback.dirpath) / FINAL_CHECKPOINT
+        partial = final.with_name(f".{FINAL_CHECKPOINT}.partial")
+        self._writing_final = True
+        try:
+            trainer.save_checkpoint(partial)
+        finally:
+            self._writing_final = False
+        if trainer.is_global_zero:
+            os.replace(partial, final)
 
-def classifier_record(model: ImageClassifier, data: dict[str, Any] | None) -> dict[str, Any]:
+
+def classifier_record(
+    model: ImageClassifier, data: dict[str, Any] | None, complete: bool = True
+) -> dict[str, Any]:
+    """The checkpoint's own description; ``complete`` is false for mid-training snapshots."""
     return {
         "format": CHECKPOINT_FORMAT,
         "architecture": type(model).__name__,
         "init_args": {k: v for k, v in model.hparams.items() if not k.startswith("_")},
         "data": data,
+        "complete": complete,
     }
 
 
@@ -229,6 +260,12 @@ def load_classifier(path: str) -> tuple[ImageClassifier, dict[str, Any]]:
         raise ValueError(
             f"'{path}' names the unknown architecture {record['architecture']!r}; known: "
             f"{sorted(ARCHITECTURES)}."
+        )
+    if record.get("complete") is not True:
+        raise ValueError(
+            f"'{path}' is not a finished model: it was saved during training (an interrupted "
+            "run's snapshot, or a checkpoint of an earlier ps-lightning version). Resume that "
+            "run with `--ckpt_path last`, or train it again, and use its checkpoints/model.ckpt."
         )
     accepted = inspect.signature(cls).parameters
     # LightningCLI records the hyperparameters of the module it is building in a context

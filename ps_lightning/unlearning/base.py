@@ -150,10 +150,10 @@ class UnlearningModule(L.LightningModule):
             "config": config,
         }
 
-    def result_checkpoint(self) -> dict[str, Any]:
+    def result_checkpoint(self, complete: bool = True) -> dict[str, Any]:
         data = self.datamodule.state_dict()
         data = {**data, "train_on": "unlearned"}
-        record = classifier_record(self.model, data)
+        record = classifier_record(self.model, data, complete=complete)
         record["unlearning"] = self.unlearning_record()
         return {
             "state_dict": self.model.state_dict(),
@@ -165,7 +165,7 @@ class UnlearningModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Any checkpoint of an unlearning run (also one the user asks Lightning for) holds the
         # unlearned classifier in the original's format, not this wrapper.
-        checkpoint.update(self.result_checkpoint())
+        checkpoint.update(self.result_checkpoint(complete=False))
 
     def on_fit_end(self) -> None:
         log_dir = self.trainer.log_dir
