@@ -63,9 +63,18 @@ def test_idx_datasets_read_idx_files_and_pad(
 ) -> None:
     names = {
         "MNIST": [str(i) for i in range(10)],
-        "FashionMNIST": "T-shirt/top,Trouser,Pullover,Dress,Coat,Sandal,Shirt,Sneaker,Bag,Ankle boot".split(
-            ","
-        ),
+        "FashionMNIST": [
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ],
     }
     raw = tmp_path / folder / "raw"
     raw.mkdir(parents=True)
