@@ -81,8 +81,10 @@ METRICS = (
     "retain_acc",
     "test_acc",
     "target_class_test_acc",
-    "mia_confidence",
-    "mia_entropy",
+    "mia_svc",
+    "mia_svc_attack_acc",
+    "mia_lira",
+    "mia_lira_attack_acc",
 )
 
 
@@ -209,7 +211,8 @@ def aggregate(
         rows = [summary["models"][name] for summary in per_seed]
         retrain_rows = [summary["models"][summary["retrain"]] for summary in per_seed]
         columns = {metric: [r["metrics"][metric] for r in rows] for metric in METRICS}
-        columns["avg_gap"] = [r["gap_to_retrain"]["avg_gap"] for r in rows]
+        for gap in ("avg_gap", "avg_gap_without_mia"):
+            columns[gap] = [r["gap_to_retrain"][gap] for r in rows]
         seconds = [(r.get("timing") or {}).get("fit_seconds") for r in rows]
         columns["fit_seconds"] = seconds
         retrain_seconds = [(r.get("timing") or {}).get("fit_seconds") for r in retrain_rows]
@@ -229,10 +232,14 @@ def markdown(dataset: str, scenario: str, seeds: list[int], table: dict, isolate
         "retain acc",
         "test acc",
         "target-class test acc",
-        "MIA-efficacy",
+        "MIA-efficacy (SVC)",
+        "SVC attack acc",
+        "MIA-efficacy (LiRA)",
+        "LiRA attack acc",
         "linear-probe forget acc",
         "relearn steps",
         "avg gap ↓",
+        "avg gap without MIA",
         "fit time (s)",
         "speed-up vs retrain",
     ]
@@ -241,10 +248,14 @@ def markdown(dataset: str, scenario: str, seeds: list[int], table: dict, isolate
         "retain_acc",
         "test_acc",
         "target_class_test_acc",
-        "mia_confidence",
+        "mia_svc",
+        "mia_svc_attack_acc",
+        "mia_lira",
+        "mia_lira_attack_acc",
         "linear_probe_forget_acc",
         "relearn_steps",
         "avg_gap",
+        "avg_gap_without_mia",
         "fit_seconds",
         "speedup_vs_retrain",
     ]

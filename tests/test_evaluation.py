@@ -29,6 +29,7 @@ from ps_lightning.evaluation.metrics import (
     mia_efficacy,
     per_class_accuracy,
     split_metrics,
+    svc_attack,
 )
 from ps_lightning.evaluation.report import markdown_table
 from ps_lightning.models.classifier import load_classifier
@@ -70,24 +71,28 @@ def test_mia_calls_non_member_like_samples_non_members() -> None:
     members = _scores(0.95, 0.03, 400, 0)  # confident on training samples
     nonmembers = _scores(0.60, 0.10, 100, 1)  # less so on held-out ones
 
-    from_nonmembers = mia_efficacy(members, nonmembers, _scores(0.60, 0.10, 200, 2))
-    from_members = mia_efficacy(members, nonmembers, _scores(0.95, 0.03, 200, 3))
+    def efficacy(targets: torch.Tensor) -> float:
+        no_labels = (torch.zeros(len(members)), torch.zeros(len(nonmembers)))
+        return mia_efficacy(
+            svc_attack,
+            (members, no_labels[0]),
+            (nonmembers, no_labels[1]),
+            (targets, torch.zeros(len(targets))),
+        )
 
-    assert from_nonmembers > 0.9
-    assert from_members < 0.1
+    assert efficacy(_scores(0.60, 0.10, 200, 2)) > 0.9
+    assert efficacy(_scores(0.95, 0.03, 200, 3)) < 0.1
     # Seeded: the same inputs give the same share.
-    assert mia_efficacy(members, nonmembers, _scores(0.8, 0.2, 50, 4)) == mia_efficacy(
-        members, nonmembers, _scores(0.8, 0.2, 50, 4)
-    )
+    assert efficacy(_scores(0.8, 0.2, 50, 4)) == efficacy(_scores(0.8, 0.2, 50, 4))
 
 
 def test_gaps_to_retrain_are_absolute_differences_and_their_mean() -> None:
-    retrain = {"forget_acc": 0.9, "retain_acc": 1.0, "test_acc": 0.95, "mia_confidence": 0.1}
-    model = {"forget_acc": 0.0, "retain_acc": 0.9, "test_acc": 0.95, "mia_confidence": 0.5}
+    retrain = {"forget_acc": 0.9, "retain_acc": 1.0, "test_acc": 0.95, "mia_lira": 0.1}
+    model = {"forget_acc": 0.0, "retain_acc": 0.9, "test_acc": 0.95, "mia_lira": 0.5}
 
     gaps = gaps_to_retrain(model, retrain)
 
-    expected = {"forget_acc": 0.9, "retain_acc": 0.1, "test_acc": 0.0, "mia_confidence": 0.4}
+    expected = {"forget_acc": 0.9, "retain_acc": 0.1, "test_acc": 0.0, "mia_lira": 0.4}
     for name in GAP_METRICS:
         assert gaps[name] == pytest.approx(expected[name])
     assert gaps["avg_gap"] == pytest.approx(0.35)
@@ -110,7 +115,7 @@ def test_split_metrics_score_the_target_classes_on_the_test_split() -> None:
     assert metrics["test_acc"] == 0.75
     assert metrics["target_class_test_acc"] == 0.5
     assert metrics["class_test_acc"] == [1.0, 0.5, 1.0]
-    assert 0.0 <= metrics["mia_confidence"] <= 1.0
+    assert 0.0 <= metrics["mia_lira"] <= 1.0
 
 
 def test_markdown_table_has_a_row_per_model() -> None:
@@ -121,9 +126,9 @@ def test_markdown_table_has_a_row_per_model() -> None:
         "num_forget": 15,
         "num_retain": 1422,
         "models": {
-            "original": {"metrics": {**row, "mia_confidence": 0.0}, "timing": {"fit_seconds": 3}},
+            "original": {"metrics": {**row, "mia_lira": 0.0}, "timing": {"fit_seconds": 3}},
             "ps": {
-                "metrics": {**row, "mia_confidence": float("nan")},
+                "metrics": {**row, "mia_lira": float("nan")},
                 "gap_to_retrain": {"avg_gap": 0.125},
             },
         },
@@ -178,10 +183,10 @@ def test_evaluate_writes_metrics_of_every_model_with_gaps_to_retrain(evaluation:
     assert summary["num_forget"] == 15 and summary["target_classes"] == [1]
     for result in summary["models"].values():
         metrics = result["metrics"]
-        for name in (*GAP_METRICS, "target_class_test_acc", "mia_entropy"):
+        for name in (*GAP_METRICS, "target_class_test_acc", "mia_svc"):
             assert 0.0 <= metrics[name] <= 1.0
         assert len(metrics["class_test_acc"]) == 10
-        assert set(result["gap_to_retrain"]) == {*GAP_METRICS, "avg_gap"}
+        assert set(result["gap_to_retrain"]) == {*GAP_METRICS, "avg_gap", "avg_gap_without_mia"}
     assert all(v == 0.0 for v in summary["models"]["retrain"]["gap_to_retrain"].values())
     assert summary["models"]["ps"]["unlearning"]["config"]["method"] == "ps"
     assert summary["models"]["naive_ps"]["timing"]["fit_seconds"] > 0

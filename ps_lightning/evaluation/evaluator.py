@@ -21,7 +21,12 @@ from torch import nn
 from ps_lightning.data.datamodule import EVAL_SPLITS, UnlearningDataModule
 from ps_lightning.distributed import gather_rows
 from ps_lightning.evaluation.figures import confusion_matrix, confusion_matrix_figure
-from ps_lightning.evaluation.metrics import gaps_to_retrain, split_metrics
+from ps_lightning.evaluation.metrics import (
+    GAP_METRICS,
+    MemberPick,
+    gaps_to_retrain,
+    split_metrics,
+)
 from ps_lightning.evaluation.probes import linear_probe_accuracy, relearn_steps
 from ps_lightning.evaluation.report import markdown_table
 from ps_lightning.io import atomic_write_json, atomic_write_text
@@ -49,6 +54,9 @@ class UnlearningEvaluator(L.LightningModule):
             train the linear probe.
         relearn_size: forget samples the relearn probe fine-tunes on.
         relearn_max_steps: the relearn probe's step limit (``max + 1`` is reported if unmet).
+        mia_members: which retain samples the membership attacks take as members (as many as
+            the calibration non-members): ``random`` (seeded) or ``first`` (in the stored
+            order, as the SalUn reference code does).
         num_classes: set from the data; checked against each checkpoint.
         in_channels: set from the data; checked against each checkpoint.
     """
@@ -61,6 +69,7 @@ class UnlearningEvaluator(L.LightningModule):
         probe_size: int = 2000,
         relearn_size: int = 32,
         relearn_max_steps: int = 100,
+        mia_members: MemberPick = "random",
         num_classes: int | None = None,
         in_channels: int | None = None,
     ) -> None:
@@ -139,7 +148,7 @@ class UnlearningEvaluator(L.LightningModule):
         results: dict[str, Any] = {}
         for name in self.models:
             outputs = {s: (logits[name][s], labels[s]) for s in EVAL_SPLITS}
-            metrics = split_metrics(outputs, num_classes, target_classes)
+            metrics = split_metrics(outputs, num_classes, target_classes, self.hparams.mia_members)
             # Retain samples alone hold no sample of a wholly forgotten class, so the probe also
             # learns from the held-out calibration half, which does (never from forget samples).
             probe_rows = torch.randperm(
@@ -226,10 +235,7 @@ class UnlearningEvaluator(L.LightningModule):
             if record:
                 params = {k: str(v) for k, v in record.get("config", {}).items()}
                 gap = summary["models"][name].get("gap_to_retrain", {})
-                final = {
-                    f"hparams/{k}": summary["models"][name]["metrics"][k]
-                    for k in ("forget_acc", "retain_acc", "test_acc", "mia_confidence")
-                }
+                final = {f"hparams/{k}": summary["models"][name]["metrics"][k] for k in GAP_METRICS}
                 if gap:
                     final["hparams/avg_gap"] = gap["avg_gap"]
                 writer.add_hparams(params, final, run_name=f"hparams-{name}")

@@ -11,7 +11,10 @@ COLUMNS = (
     ("retain acc", "retain_acc", 3),
     ("test acc", "test_acc", 3),
     ("target-class test acc", "target_class_test_acc", 3),
-    ("MIA-efficacy", "mia_confidence", 3),
+    ("MIA-efficacy (SVC)", "mia_svc", 3),
+    ("SVC attack acc", "mia_svc_attack_acc", 3),
+    ("MIA-efficacy (LiRA)", "mia_lira", 3),
+    ("LiRA attack acc", "mia_lira_attack_acc", 3),
     ("linear-probe forget acc", "linear_probe_forget_acc", 3),
     ("relearn steps", "relearn_steps", 0),
 )
@@ -30,14 +33,21 @@ def markdown_table(summary: dict[str, Any]) -> str:
         f"{summary['dataset']}: forget {summary['num_forget']} samples "
         f"(request {request}), retain {summary['num_retain']}"
     )
-    header = ["model", *(name for name, _, _ in COLUMNS), "avg gap to retrain", "fit time (s)"]
+    header = [
+        "model",
+        *(name for name, _, _ in COLUMNS),
+        "avg gap to retrain",
+        "avg gap without MIA",
+        "fit time (s)",
+    ]
     lines = [f"**{title}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, result in summary["models"].items():
         metrics = result["metrics"]
-        gap = result.get("gap_to_retrain", {}).get("avg_gap")
+        gaps = result.get("gap_to_retrain", {})
         timing = result.get("timing") or {}
         cells = [name, *(_number(metrics.get(key), digits) for _, key, digits in COLUMNS)]
-        cells.append(_number(gap))
+        cells.append(_number(gaps.get("avg_gap")))
+        cells.append(_number(gaps.get("avg_gap_without_mia")))
         cells.append(_number(timing.get("fit_seconds"), 2))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
