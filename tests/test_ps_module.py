@@ -25,7 +25,14 @@ from ps_lightning.data import DigitsDataModule
 from ps_lightning.models.classifier import LeNet5, classifier_record, load_classifier
 from ps_lightning.unlearning import PSUnlearnModule
 from ps_lightning.unlearning.index import file_sha256, index_path, load_index
-from ps_lightning.unlearning.surgery import gram, naive_prototype_surgery
+from ps_lightning.unlearning.surgery import (
+    augmented_gram,
+    gram,
+    naive_head_surgery,
+    naive_prototype_surgery,
+    noise_floor_rtol,
+    truncated_pinv,
+)
 
 __all__ = ["naive_reference", "original", "retrain_ckpt"]  # fixtures used below
 
@@ -150,23 +157,30 @@ def test_result_checkpoint_loads_safely_as_a_classifier(
     assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
 
 
-def test_naive_result_equals_surgery_on_features_extracted_by_hand(
-    original: Original, naive_reference: Path
-) -> None:
+def _features_by_hand(original: Original) -> tuple[LeNet5, torch.Tensor, torch.Tensor]:
     model, _ = load_classifier(str(original.ckpt))
     data = DigitsDataModule(split_manifest=str(original.manifest))
     images, _ = data.samples("train").tensors
     with torch.no_grad():
-        features = model.forward_features(data.model_input(images)).double()
-    forget = data.forget_indices
+        features = model.forward_features(data.model_input(images))
+    return model, features, data.forget_indices
+
+
+def test_naive_result_equals_surgery_on_features_extracted_by_hand(
+    original: Original, naive_reference: Path
+) -> None:
+    model, features32, forget = _features_by_hand(original)
+    features = features32.double()
     weight, initial = model.net.fc.weight.double(), model.initial_prototypes.double()
     assert not torch.equal(weight, initial)
+    rtol = noise_floor_rtol(features.shape[1], features32.dtype)  # the default, rcond auto
 
-    by_hand = naive_prototype_surgery(weight, initial, gram(features), gram(features[forget]))
-    # The paper's own N-column formula: W0 + ((W − W0)·pinv(F))[:, r]·F_r
+    by_hand = naive_prototype_surgery(weight, initial, gram(features), gram(features[forget]), rtol)
+    # The paper's own N-column formula: W0 + ((W − W0)·pinv(F))[:, r]·F_r, with the same
+    # cutoff on F's singular values (G's eigenvalues are their squares).
     retain = torch.ones(len(features), dtype=torch.bool)
     retain[forget] = False
-    theta = (weight - initial) @ torch.linalg.pinv(features)
+    theta = (weight - initial) @ torch.linalg.pinv(features, rtol=rtol**0.5)
     paper = initial + theta[:, retain] @ features[retain]
 
     result = load_checkpoint(naive_reference)["state_dict"]
@@ -174,6 +188,39 @@ def test_naive_result_equals_surgery_on_features_extracted_by_hand(
     torch.testing.assert_close(result["net.fc.weight"].double(), paper, rtol=1e-4, atol=1e-5)
     assert not torch.allclose(result["net.fc.weight"].double(), weight, atol=1e-3)
     assert torch.equal(result["net.fc.bias"], model.net.fc.bias)  # the bias is left as it is
+    record = unlearning_record(naive_reference)
+    assert record["surgery_rtol"] == rtol
+    assert record["surgery_rank"] == truncated_pinv(gram(features), rtol)[1]
+
+
+def test_bias_aware_naive_result_equals_surgery_on_features_extracted_by_hand(
+    original: Original, tmp_path: Path
+) -> None:
+    ckpt = original.copy_to(tmp_path / "original")
+    result = unlearn(
+        tmp_path / "runs",
+        "naive_bias",
+        ckpt,
+        "--model.init_args.surgery_bias",
+        "true",
+        manifest=original.manifest,
+    )
+    model, features, forget = _features_by_hand(original)
+    head = model.net.fc
+
+    weight, bias = naive_head_surgery(
+        (head.weight.double(), head.bias.double()),
+        (model.initial_prototypes.double(), model.initial_bias.double()),
+        augmented_gram(features),
+        augmented_gram(features[forget]),
+        noise_floor_rtol(features.shape[1] + 1, features.dtype),
+        with_bias=True,
+    )
+
+    state = load_checkpoint(result)["state_dict"]
+    torch.testing.assert_close(state["net.fc.weight"].double(), weight, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(state["net.fc.bias"].double(), bias, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(state["net.fc.bias"], head.bias, atol=1e-4)
 
 
 # --------------------------------------------------------------------------- the surgery index
@@ -213,7 +260,7 @@ def _foreign_checkpoint(index_file: Path, valid: dict) -> None:
 
 def _other_training_set(index_file: Path, valid: dict) -> None:
     torch.save(
-        {**valid, "train_fingerprint": "feedfeedfeedfeed", "projection": valid["projection"] * 0},
+        {**valid, "train_fingerprint": "feedfeedfeedfeed", "gram": valid["gram"] * 0},
         index_file,
     )
 

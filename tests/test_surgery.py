@@ -8,9 +8,14 @@ import torch
 from ps_lightning.unlearning.surgery import (
     accumulate_gram,
     apply_surgery,
+    augmented_gram,
     gram,
+    naive_head_surgery,
     naive_prototype_surgery,
+    noise_floor_rtol,
     surgery_projection,
+    truncated_pinv,
+    with_constant,
 )
 
 N, D, C = 40, 6, 3
@@ -136,3 +141,131 @@ def test_surgery_returns_the_dtype_of_the_prototypes() -> None:
         rtol=0,
         atol=1e-5,
     )
+
+
+# --------------------------------------------------------------------------- the cutoff of G⁺
+
+
+def _trained_on_ill_conditioned_float32_features() -> tuple[torch.Tensor, ...]:
+    """Features as a real network gives them, and a head trained the way a real one is.
+
+    Dead units (always zero), near-collinear units (one unit a combination of others up to
+    1e-5), stored in float32; the head is trained by gradient descent on augmented features
+    (the training pass never sees exactly the evaluation features), so ``W − W0`` is not
+    exactly in the span of the stored features.
+    """
+    generator = torch.Generator().manual_seed(0)
+    n, d, c = 600, 16, 4
+    labels = torch.arange(n) % c
+
+    def noise(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator, dtype=torch.float64)
+
+    means = 2 * noise(c, d)
+    features = torch.relu(means[labels] + noise(n, d))
+    features[:, :3] = 0.0
+    features[:, 4] = features[:, 3] + 1e-5 * noise(n)
+    features[:, 6] = 0.5 * features[:, 5] - 0.25 * features[:, 7] + 1e-5 * noise(n)
+    features[:, 9] = features[:, 8] - features[:, 10] + 1e-5 * noise(n)
+    initial = 0.1 * noise(c, d)
+    weight = initial.clone()
+    for _ in range(200):
+        augmented = features + 0.05 * noise(n, d) * (features != 0)
+        residual = torch.softmax(augmented @ weight.T, dim=1)
+        residual[torch.arange(n), labels] -= 1
+        weight -= 0.05 * residual.T @ augmented / n
+    return features.float(), labels, weight.float(), initial.float()
+
+
+def test_noise_floor_cutoff_keeps_retain_accuracy_where_the_uncut_surgery_wrecks_it() -> None:
+    features, labels, weight, initial = _trained_on_ill_conditioned_float32_features()
+    forget = torch.arange(0, 60, 4)
+    retain = torch.ones(len(features), dtype=torch.bool)
+    retain[forget] = False
+
+    def retain_accuracy(prototypes: torch.Tensor) -> float:
+        predictions = (features[retain] @ prototypes.T).argmax(dim=1)
+        return float((predictions == labels[retain]).float().mean())
+
+    full, removed = gram(features), gram(features[forget])
+    eigenvalues = torch.linalg.eigvalsh(full)
+    relative = eigenvalues / eigenvalues.max()
+    float32_floor = noise_floor_rtol(features.shape[1], features.dtype)
+    # Not vacuous: eigenvalues between the float64 and the float32 floors exist.
+    assert bool(((relative > 1e-13) & (relative < float32_floor)).any())
+    original = retain_accuracy(weight)
+
+    uncut = naive_prototype_surgery(weight, initial, full, removed)
+    at_floor = naive_prototype_surgery(weight, initial, full, removed, float32_floor)
+
+    assert retain_accuracy(uncut) < original - 0.15
+    assert retain_accuracy(at_floor) >= original - 0.005
+
+
+def test_noise_floor_is_the_rank_rule_at_the_datas_precision() -> None:
+    assert noise_floor_rtol(64, torch.float32) == 64 * torch.finfo(torch.float32).eps
+    assert noise_floor_rtol(65, torch.float64) == 65 * torch.finfo(torch.float64).eps
+
+
+@pytest.mark.parametrize("rtol", [0.0, 1e-12, 1e-3, 0.3])
+def test_truncated_pinv_drops_the_eigenvalues_that_torch_pinv_drops(rtol: float) -> None:
+    features, _, _ = _problem(seed=8)
+    features[:, 4] = features[:, 3] + 1e-4 * features[:, 1]  # a small, not zero, eigenvalue
+    full = gram(features)
+
+    inverse, rank = truncated_pinv(full, rtol)
+
+    expected = torch.linalg.pinv(full, rtol=rtol, hermitian=True) if rtol else None
+    if expected is not None:
+        torch.testing.assert_close(inverse, expected, rtol=1e-9, atol=1e-12)
+    eigenvalues = torch.linalg.eigvalsh(full).abs()
+    assert rank == int((eigenvalues > rtol * eigenvalues.max()).sum())
+
+
+# --------------------------------------------------------------------------- bias-aware surgery
+
+
+@pytest.mark.parametrize("forget", FORGET_SETS.values(), ids=FORGET_SETS.keys())
+def test_bias_aware_surgery_is_the_papers_formula_on_features_with_a_constant(
+    forget: list[int],
+) -> None:
+    features, weight, initial = _problem(seed=9)
+    generator = torch.Generator().manual_seed(10)
+    bias = torch.randn(C, generator=generator, dtype=torch.float64)
+    initial_bias = torch.randn(C, generator=generator, dtype=torch.float64)
+    forget_t = torch.tensor(forget)
+
+    new_weight, new_bias = naive_head_surgery(
+        (weight, bias),
+        (initial, initial_bias),
+        augmented_gram(features),
+        augmented_gram(features[forget_t]),
+        noise_floor_rtol(D + 1, torch.float64),
+        with_bias=True,
+    )
+
+    expected = _paper_formula(
+        torch.cat([weight, bias[:, None]], dim=1),
+        torch.cat([initial, initial_bias[:, None]], dim=1),
+        with_constant(features),
+        forget_t,
+    )
+    torch.testing.assert_close(new_weight, expected[:, :D], rtol=0, atol=1e-10)
+    torch.testing.assert_close(new_bias, expected[:, D], rtol=0, atol=1e-10)
+
+
+def test_surgery_without_the_bias_uses_the_plain_block_and_keeps_the_bias() -> None:
+    features, weight, initial = _problem(seed=11)
+    bias, initial_bias = torch.ones(C, dtype=torch.float64), torch.zeros(C, dtype=torch.float64)
+    forget = torch.tensor([2, 5, 30])
+    full, removed = augmented_gram(features), augmented_gram(features[forget])
+    torch.testing.assert_close(full[:D, :D], gram(features), rtol=0, atol=0)
+
+    new_weight, new_bias = naive_head_surgery(
+        (weight, bias), (initial, initial_bias), full, removed, 1e-12, with_bias=False
+    )
+
+    torch.testing.assert_close(
+        new_weight, _paper_formula(weight, initial, features, forget), rtol=0, atol=1e-10
+    )
+    assert torch.equal(new_bias, bias)

@@ -1,8 +1,12 @@
 """The surgery index: what Naive PS needs from the whole training set, computed once per model.
 
 Stored beside (never inside) the original checkpoint as ``<checkpoint>.surgery-index.pt``:
-``G = FᵀF`` over all training samples, the projection ``(W − W0)·G⁺``, and, for cumulative
-requests, the Gram matrix ``G_f`` and indices of every sample removed so far. It records the
+``gram``, the Gram matrix of the augmented features ``[f, 1]`` over all training samples
+((d+1)×(d+1), float64; its top-left d×d block is ``G = FᵀF``), the dtype the features were
+computed in (it sets the pseudo-inverse's noise floor), and, for cumulative requests,
+``removed_gram`` (the same augmented Gram over every sample removed so far) and their indices.
+No projection ``(W − W0)·G⁺`` is stored: it depends on the cutoff and on whether the bias takes
+part, and costs one d×d eigendecomposition per request. It records the
 checkpoint's hash and the training set's fingerprint; an index that does not match both is
 rebuilt, never trusted.
 """
@@ -17,7 +21,7 @@ import torch
 
 from ps_lightning.io import atomic_torch_save
 
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2  # 2: augmented Gram matrices, no stored projection
 
 
 def index_path(checkpoint: str | Path) -> Path:
@@ -34,14 +38,14 @@ def file_sha256(path: str | Path) -> str:
 
 
 def new_index(
-    checkpoint_sha: str, train_fingerprint: str, gram: torch.Tensor, projection: torch.Tensor
+    checkpoint_sha: str, train_fingerprint: str, gram: torch.Tensor, feature_dtype: torch.dtype
 ) -> dict[str, Any]:
     return {
         "format": INDEX_FORMAT,
         "checkpoint_sha256": checkpoint_sha,
         "train_fingerprint": train_fingerprint,
         "gram": gram.cpu(),
-        "projection": projection.cpu(),
+        "feature_dtype": str(feature_dtype).removeprefix("torch."),
         "removed_gram": torch.zeros_like(gram).cpu(),
         "removed_indices": [],
     }

@@ -19,13 +19,21 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from ps_lightning.evaluation.figures import prototype_shift_figure, soft_label_figure
 from ps_lightning.unlearning.base import UnlearningModule
 from ps_lightning.unlearning.index import file_sha256, index_path, load_index, new_index, save_index
-from ps_lightning.unlearning.soft_labels import soft_cross_entropy, soft_labels
-from ps_lightning.unlearning.surgery import accumulate_gram, apply_surgery, gram, surgery_projection
+from ps_lightning.unlearning.soft_labels import paper_cross_entropy, soft_cross_entropy, soft_labels
+from ps_lightning.unlearning.surgery import (
+    accumulate_gram,
+    augmented_gram,
+    naive_head_surgery,
+    noise_floor_rtol,
+    truncated_pinv,
+    with_constant,
+)
 
 METHODS = ("naive", "ps", "naive+ps")
 TRAINABLE = ("bias", "weight", "weight+bias")
 EARLY_STOP = ("off", "on", "auto")
 ANCHOR_TARGETS = ("labels", "outputs")
+LOSSES = {"soft": soft_cross_entropy, "paper": paper_cross_entropy}
 OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 
 
@@ -54,6 +62,19 @@ class PSUnlearnModule(UnlearningModule):
             behaviour), and keep the head state checked before each step that came closest
             to that level: ``on``, ``off`` (the paper) or ``auto`` (on unless the request
             removes whole classes, where retrain does not recognise held-out samples either).
+        rcond: the eigenvalue cutoff of Naive PS's pseudo-inverse ``G⁺``, relative to the
+            largest eigenvalue: ``auto`` is the noise floor of the features' precision,
+            ``d·ε(feature dtype)`` for the d×d Gram matrix inverted (d+1 with surgery_bias;
+            7.6e-6 for 64 float32 features; derived in
+            ``ps_lightning.unlearning.surgery``); a number sets it (``1.4e-14``, d·ε of
+            float64, was the cutoff before: it inverts float32 rounding noise).
+        surgery_bias: Naive PS operates on ``[W, b]`` against ``[f, 1]`` (the initial bias as
+            the constant feature's ``W0``) instead of on ``W`` alone with ``b`` kept (the paper).
+            Without it a whole-class request keeps the class's bias, and so the class.
+        loss: the PS loss on the forget set: ``soft`` (soft-target cross-entropy on the
+            logits) or ``paper`` (the reference code's: ``CrossEntropyLoss`` applied to the
+            softmax of the logits, a double softmax; link4sourcecode/PS-Unlearning,
+            ``PS-Unlearning/utils/models.py``, ``FT_relabel``).
         use_index: cache the surgery index beside the original checkpoint and reuse it.
         cumulative: successive requests against the same original model accumulate: the
             result removes every sample of every earlier cumulative request too.
@@ -75,6 +96,9 @@ class PSUnlearnModule(UnlearningModule):
         anchor_size: int = 512,
         anchor_target: str = "labels",
         early_stop: str = "off",
+        rcond: float | str = "auto",
+        surgery_bias: bool = False,
+        loss: str = "soft",
         use_index: bool = True,
         cumulative: bool = False,
         num_classes: int | None = None,
@@ -86,11 +110,17 @@ class PSUnlearnModule(UnlearningModule):
             ("early_stop", early_stop, EARLY_STOP),
             ("anchor_target", anchor_target, ANCHOR_TARGETS),
             ("optimizer", optimizer, tuple(OPTIMIZERS)),
+            ("loss", loss, tuple(LOSSES)),
         ):
             if value not in allowed:
                 raise ValueError(f"{name}={value!r} is not one of {allowed}.")
         if epochs < 0 or lr <= 0 or retain_anchor < 0 or anchor_size < 1 or top_k < 1:
             raise ValueError("epochs, retain_anchor must be >= 0; lr, anchor_size, top_k > 0.")
+        if rcond != "auto" and (isinstance(rcond, str) or not 0 <= rcond < 1):
+            raise ValueError(
+                f"rcond={rcond!r}: use 'auto' (the features' noise floor) or a number in [0, 1), "
+                "the eigenvalue cutoff relative to the largest."
+            )
         if cumulative and (method == "ps" or not use_index):
             raise ValueError(
                 "cumulative requests accumulate in the surgery index of Naive PS: use them with "
@@ -109,6 +139,8 @@ class PSUnlearnModule(UnlearningModule):
         self.closest: tuple[float, int, torch.Tensor, torch.Tensor] | None = None
         self.restored_step: int | None = None
         self.heldout_level = float("nan")
+        self.surgery_rtol: float | None = None
+        self.surgery_rank: int | None = None
 
     @property
     def trains(self) -> bool:
@@ -167,16 +199,18 @@ class PSUnlearnModule(UnlearningModule):
         self._log_curves(step=0)
 
     @torch.no_grad()
-    def _stream_gram(self) -> torch.Tensor:
-        """``G = FᵀF`` over the whole training set, one batch at a time, summed over processes."""
+    def _stream_gram(self) -> tuple[torch.Tensor, torch.dtype]:
+        """The Gram matrix of ``[f, 1]`` over the whole training set, one batch at a time,
+        summed over processes, and the dtype the features came in."""
         total = self._zero_gram()
+        feature_dtype = torch.float32
         for features, _ in self.iter_features(self.datamodule.eval_dataloader("train")):
-            accumulate_gram(total, features)
-        return self.trainer.strategy.reduce(total, reduce_op="sum")
+            accumulate_gram(total, with_constant(features))
+            feature_dtype = features.dtype
+        return self.trainer.strategy.reduce(total, reduce_op="sum"), feature_dtype
 
     def _naive_surgery(self, forget_features: torch.Tensor) -> None:
         dm = self.datamodule
-        head = self.model.prototypes
         checkpoint_sha = file_sha256(self.original_ckpt)
         path = index_path(self.original_ckpt)
         index = None
@@ -184,11 +218,10 @@ class PSUnlearnModule(UnlearningModule):
             index = load_index(path, checkpoint_sha, dm.train_fingerprint)
         self.index_built = index is None
         if index is None:
-            full_gram = self._stream_gram()
-            projection = surgery_projection(head.weight, self.model.initial_prototypes, full_gram)
-            index = new_index(checkpoint_sha, dm.train_fingerprint, full_gram, projection)
+            full_gram, feature_dtype = self._stream_gram()
+            index = new_index(checkpoint_sha, dm.train_fingerprint, full_gram, feature_dtype)
         device = self.device
-        forget_gram = gram(forget_features)
+        forget_gram = augmented_gram(forget_features)
         if self.hparams.cumulative:
             already = torch.tensor(sorted(index["removed_indices"]), dtype=torch.long)
             is_new = ~torch.isin(dm.forget_indices, already)
@@ -200,13 +233,7 @@ class PSUnlearnModule(UnlearningModule):
         self.removed_count = (
             len(index["removed_indices"]) if self.hparams.cumulative else len(dm.forget_indices)
         )
-        new_weight = apply_surgery(
-            self.model.initial_prototypes,
-            index["projection"].to(device),
-            index["gram"].to(device),
-            forget_gram,
-        )
-        head.weight.data.copy_(new_weight)
+        self._operate(index, forget_gram)
         changed = self.index_built or self.hparams.cumulative
         if self.hparams.use_index and changed and self.trainer.is_global_zero:
             try:
@@ -224,15 +251,42 @@ class PSUnlearnModule(UnlearningModule):
                     stacklevel=1,
                 )
 
+    def _operate(self, index: dict[str, Any], forget_gram: torch.Tensor) -> None:
+        """Replace the head by its Naive PS result for the augmented ``forget_gram``."""
+        head = self.model.prototypes
+        if self.hparams.surgery_bias and "initial_bias" not in self.model.state_dict():
+            raise ValueError(
+                f"'{self.original_ckpt}' has no 'initial_bias' (the final layer's bias at "
+                "initialisation), which surgery_bias needs; set surgery_bias false or retrain "
+                "the original model with this version."
+            )
+        full_gram = index["gram"].to(self.device)
+        dim = full_gram.shape[0] if self.hparams.surgery_bias else full_gram.shape[0] - 1
+        rtol = self.hparams.rcond
+        if rtol == "auto":
+            rtol = noise_floor_rtol(dim, getattr(torch, index["feature_dtype"]))
+        self.surgery_rtol = float(rtol)
+        self.surgery_rank = truncated_pinv(full_gram[:dim, :dim], self.surgery_rtol)[1]
+        new_weight, new_bias = naive_head_surgery(
+            (head.weight, head.bias),
+            (self.model.initial_prototypes, self.model.initial_bias),
+            full_gram,
+            forget_gram,
+            self.surgery_rtol,
+            with_bias=self.hparams.surgery_bias,
+        )
+        head.weight.data.copy_(new_weight)
+        head.bias.data.copy_(new_bias)
+
     def _zero_gram(self) -> torch.Tensor:
-        dim = self.model.net.feature_dim
+        dim = self.model.net.feature_dim + 1  # the augmented features [f, 1]
         return torch.zeros(dim, dim, dtype=torch.float64, device=self.device)
 
     def _gram_of(self, indices: torch.Tensor) -> torch.Tensor:
         if len(indices) == 0:
             return self._zero_gram()
         rows = self.extract(self.datamodule.eval_dataloader(self.datamodule.train_subset(indices)))
-        return gram(rows["features"])
+        return augmented_gram(rows["features"])
 
     # ------------------------------------------------------------------ PS epochs
     def _head_logits(self, features: torch.Tensor) -> torch.Tensor:
@@ -242,7 +296,7 @@ class PSUnlearnModule(UnlearningModule):
         self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
     ) -> torch.Tensor:
         features, targets = batch
-        loss = soft_cross_entropy(self._head_logits(features), targets)
+        loss = LOSSES[self.hparams.loss](self._head_logits(features), targets)
         self.log("ps/soft_label_loss", loss, on_step=False, on_epoch=True)
         if self.hparams.retain_anchor > 0:
             anchor = self.cache["anchor"]
@@ -368,6 +422,8 @@ class PSUnlearnModule(UnlearningModule):
                 "early_stop_used": self.trains and self.uses_early_stop,
                 "stopped_at_epoch": self.stopped_at_epoch,
                 "restored_step": self.restored_step,
+                "surgery_rtol": self.surgery_rtol,
+                "surgery_rank": self.surgery_rank,
             }
         )
         return record

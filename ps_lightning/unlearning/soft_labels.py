@@ -38,3 +38,11 @@ def soft_labels(logits: torch.Tensor, labels: torch.Tensor, top_k: int = 2) -> t
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of ``logits`` against probability ``targets`` (rows sum to 1)."""
     return -(targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+
+
+def paper_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The PS loss of the reference code: ``nn.CrossEntropyLoss`` applied to the *softmax* of
+    the logits against probability targets, i.e. a softmax taken twice (link4sourcecode/
+    PS-Unlearning, ``PS-Unlearning/utils/models.py``, ``FT_relabel``: ``outputs =
+    torch.softmax(outputs, dim=1); loss(outputs, labels)``)."""
+    return soft_cross_entropy(torch.softmax(logits, dim=1), targets)
