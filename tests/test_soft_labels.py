@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ps_lightning.unlearning.soft_labels import soft_cross_entropy, soft_labels
+from ps_lightning.unlearning.soft_labels import paper_cross_entropy, soft_cross_entropy, soft_labels
 
 
 def _softmax(values: list[float]) -> list[float]:
@@ -144,3 +144,23 @@ def test_soft_cross_entropy_is_minimal_at_the_target_distribution() -> None:
     entropy = -(targets * targets.log()).sum()
     torch.testing.assert_close(at_target, entropy)
     assert soft_cross_entropy(torch.zeros(1, 4), targets) > at_target
+
+
+def test_paper_loss_is_cross_entropy_on_the_softmax_of_the_logits_as_the_reference_has_it() -> None:
+    # link4sourcecode/PS-Unlearning, utils/models.py FT_relabel, restated literally:
+    # outputs = torch.softmax(outputs, dim=1); loss = nn.CrossEntropyLoss()(outputs, labels),
+    # with the soft labels as probability targets.
+    generator = torch.Generator().manual_seed(3)
+    logits = (3 * torch.randn(6, 5, generator=generator)).requires_grad_()
+    targets = soft_labels(torch.randn(6, 5, generator=generator), torch.tensor([0, 1, 2, 3, 4, 1]))
+    literal_logits = logits.detach().clone().requires_grad_()
+
+    ours = paper_cross_entropy(logits, targets)
+    reference = torch.nn.CrossEntropyLoss()(torch.softmax(literal_logits, dim=1), targets)
+    ours.backward()
+    reference.backward()
+
+    torch.testing.assert_close(ours, reference, rtol=0, atol=1e-6)
+    torch.testing.assert_close(logits.grad, literal_logits.grad, rtol=0, atol=1e-7)
+    # Not the single-softmax loss: the double softmax is a different objective.
+    assert abs(float(ours) - float(soft_cross_entropy(logits, targets))) > 0.1
