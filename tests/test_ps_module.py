@@ -492,3 +492,29 @@ def test_unlearning_never_writes_over_an_existing_result(
     with pytest.raises(FileExistsError, match="never overwrites"):
         trainer.fit(module, datamodule=DigitsDataModule(split_manifest=str(original.manifest)))
     assert existing.read_bytes() == b"a user's file"
+
+
+def test_an_early_stop_that_keeps_the_original_head_says_so(
+    original: Original, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A huge step overshoots the held-out level by far: the state before it is the closest.
+    ckpt = original.copy_to(tmp_path / "original")
+    with caplog.at_level("INFO"):
+        result = unlearn(
+            tmp_path / "runs",
+            "ps",
+            ckpt,
+            "--model.init_args.early_stop",
+            "on",
+            "--model.init_args.lr",
+            "100",
+            manifest=original.manifest,
+            config="ps.yaml",
+        )
+
+    record = unlearning_record(result)
+    assert record["restored_step"] == 0 and record["ps_kept_start_state"] is True
+    head = _assert_only_head_changed(result, ckpt)
+    assert torch.equal(head["net.fc.weight"], head["original.net.fc.weight"])
+    assert torch.equal(head["net.fc.bias"], head["original.net.fc.bias"])
+    assert "result equals the original model" in caplog.text

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_info
 
 from ps_lightning.evaluation.figures import prototype_shift_figure, soft_label_figure
 from ps_lightning.unlearning.base import UnlearningModule
@@ -369,6 +370,13 @@ class PSUnlearnModule(UnlearningModule):
             _, self.restored_step, weight, bias = self.closest
             self.model.prototypes.weight.data.copy_(weight)
             self.model.prototypes.bias.data.copy_(bias)
+            if self.restored_step == 0:
+                start = "the original model" if self.hparams.method == "ps" else "Naive PS's result"
+                rank_zero_info(
+                    "PS kept its starting head: the early stop found the state before any step "
+                    f"closest to the held-out confidence level, so the result equals {start} "
+                    "(recorded as ps_kept_start_state)."
+                )
 
     @torch.no_grad()
     def _accuracy(self, split: str) -> float:
@@ -422,6 +430,7 @@ class PSUnlearnModule(UnlearningModule):
                 "early_stop_used": self.trains and self.uses_early_stop,
                 "stopped_at_epoch": self.stopped_at_epoch,
                 "restored_step": self.restored_step,
+                "ps_kept_start_state": self.restored_step == 0,
                 "surgery_rtol": self.surgery_rtol,
                 "surgery_rank": self.surgery_rank,
             }
