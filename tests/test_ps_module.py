@@ -518,3 +518,40 @@ def test_an_early_stop_that_keeps_the_original_head_says_so(
     assert torch.equal(head["net.fc.weight"], head["original.net.fc.weight"])
     assert torch.equal(head["net.fc.bias"], head["original.net.fc.bias"])
     assert "result equals the original model" in caplog.text
+
+
+# --------------------------------------------------------------------------- stable results
+
+
+def test_naive_ps_gives_the_same_result_with_one_or_two_threads(
+    original: Original, tmp_path: Path
+) -> None:
+    ckpt = original.copy_to(tmp_path / "original")
+    _, features, forget = _features_by_hand(original)
+    labels = DigitsDataModule(split_manifest=str(original.manifest)).samples("train").tensors[1]
+    threads = torch.get_num_threads()
+    heads = []
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            result = unlearn(
+                tmp_path / "runs",
+                f"threads{count}",
+                ckpt,
+                "--model.init_args.use_index",
+                "false",  # each run computes G itself, under its own thread count
+                "--model.init_args.surgery_bias",
+                "true",
+                manifest=original.manifest,
+            )
+            state = load_checkpoint(result)["state_dict"]
+            heads.append((state["net.fc.weight"], state["net.fc.bias"]))
+    finally:
+        torch.set_num_threads(threads)
+
+    (weight1, bias1), (weight2, bias2) = heads
+    torch.testing.assert_close(weight1, weight2, rtol=0, atol=1e-6)
+    torch.testing.assert_close(bias1, bias2, rtol=0, atol=1e-6)
+    predictions1 = (features @ weight1.T + bias1).argmax(dim=1)
+    predictions2 = (features @ weight2.T + bias2).argmax(dim=1)
+    assert torch.equal(predictions1, predictions2)
