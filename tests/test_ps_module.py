@@ -527,8 +527,7 @@ def test_naive_ps_gives_the_same_result_with_one_or_two_threads(
     original: Original, tmp_path: Path
 ) -> None:
     ckpt = original.copy_to(tmp_path / "original")
-    _, features, forget = _features_by_hand(original)
-    labels = DigitsDataModule(split_manifest=str(original.manifest)).samples("train").tensors[1]
+    _, features, _ = _features_by_hand(original)
     threads = torch.get_num_threads()
     heads = []
     try:
@@ -555,3 +554,22 @@ def test_naive_ps_gives_the_same_result_with_one_or_two_threads(
     predictions1 = (features @ weight1.T + bias1).argmax(dim=1)
     predictions2 = (features @ weight2.T + bias2).argmax(dim=1)
     assert torch.equal(predictions1, predictions2)
+
+
+def test_ps_epochs_leave_the_process_thread_setting_as_they_found_it(
+    original: Original, tmp_path: Path
+) -> None:
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        unlearn(
+            tmp_path / "runs",
+            "ps",
+            original.copy_to(tmp_path / "original"),
+            *FEW_EPOCHS,
+            manifest=original.manifest,
+            config="ps.yaml",
+        )
+        assert torch.get_num_threads() == 2  # the epochs ran on HEAD_THREADS, then restored
+    finally:
+        torch.set_num_threads(threads)

@@ -8,10 +8,13 @@ a few small matrix products whatever the backbone.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
+import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -36,6 +39,47 @@ EARLY_STOP = ("off", "on", "auto")
 ANCHOR_TARGETS = ("labels", "outputs")
 LOSSES = {"soft": soft_cross_entropy, "paper": paper_cross_entropy}
 OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+# Intra-op threads for head-sized work (the PS epochs on cached features, the d×d surgery
+# algebra). Matrices of a few hundred rows by 64 columns gain nothing from a second thread, and
+# beside another busy process two spinning threads each slow down 10–25× (measured in
+# benchmarks/ps_request_speed.py). Feature extraction keeps the process's own setting.
+HEAD_THREADS = 1
+
+
+class HeadThreads(L.Callback):
+    """The PS epochs run with ``HEAD_THREADS`` intra-op threads; the process's own setting is
+    restored when training ends, also by an exception."""
+
+    def __init__(self) -> None:
+        self.before: int | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.before = torch.get_num_threads()
+        torch.set_num_threads(HEAD_THREADS)
+
+    def _restore(self) -> None:
+        if self.before is not None:
+            torch.set_num_threads(self.before)
+            self.before = None
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore()
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        self._restore()
+
+
+@contextlib.contextmanager
+def intra_op_threads(count: int) -> Iterator[None]:
+    """Run the block with ``count`` torch intra-op threads, restoring the setting after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class PSUnlearnModule(UnlearningModule):
@@ -140,6 +184,7 @@ class PSUnlearnModule(UnlearningModule):
         self.closest: tuple[float, int, torch.Tensor, torch.Tensor] | None = None
         self.restored_step: int | None = None
         self.heldout_level = float("nan")
+        self.epoch_losses: dict[str, list[torch.Tensor]] = {}
         self.surgery_rtol: float | None = None
         self.surgery_rank: int | None = None
 
@@ -158,6 +203,9 @@ class PSUnlearnModule(UnlearningModule):
         return mode == "on" or (mode == "auto" and not self.datamodule.forgets_whole_classes)
 
     # ------------------------------------------------------------------ set-up
+    def configure_callbacks(self) -> list[L.Callback]:
+        return [*super().configure_callbacks(), HeadThreads()]
+
     def setup(self, stage: str) -> None:
         super().setup(stage)
         head = self.model.prototypes
@@ -252,6 +300,7 @@ class PSUnlearnModule(UnlearningModule):
                     stacklevel=1,
                 )
 
+    @intra_op_threads(HEAD_THREADS)
     def _operate(self, index: dict[str, Any], forget_gram: torch.Tensor) -> None:
         """Replace the head by its Naive PS result for the augmented ``forget_gram``."""
         head = self.model.prototypes
@@ -298,7 +347,7 @@ class PSUnlearnModule(UnlearningModule):
     ) -> torch.Tensor:
         features, targets = batch
         loss = LOSSES[self.hparams.loss](self._head_logits(features), targets)
-        self.log("ps/soft_label_loss", loss, on_step=False, on_epoch=True)
+        self.epoch_losses.setdefault("ps/soft_label_loss", []).append(loss.detach())
         if self.hparams.retain_anchor > 0:
             anchor = self.cache["anchor"]
             logits = self._head_logits(anchor["features"])
@@ -306,7 +355,7 @@ class PSUnlearnModule(UnlearningModule):
                 anchor_loss = F.cross_entropy(logits, anchor["labels"])
             else:
                 anchor_loss = soft_cross_entropy(logits, anchor["original_probabilities"])
-            self.log("ps/anchor_loss", anchor_loss, on_step=False, on_epoch=True)
+            self.epoch_losses.setdefault("ps/anchor_loss", []).append(anchor_loss.detach())
             loss = loss + self.hparams.retain_anchor * anchor_loss
         return loss
 
@@ -397,6 +446,12 @@ class PSUnlearnModule(UnlearningModule):
         logger.log_metrics(metrics, step=step)
 
     def on_train_epoch_end(self) -> None:
+        # The step losses are logged once per epoch: a `self.log` call per step cost as much as
+        # the step itself (benchmarks/ps_request_speed.py). Every process trains on the same
+        # rows (the served set is not sharded), so no reduction across processes is needed.
+        for name, values in self.epoch_losses.items():
+            self.log(name, torch.stack(values).mean())
+        self.epoch_losses.clear()
         self._log_curves(step=self.current_epoch + 1)
 
     # ------------------------------------------------------------------ the result

@@ -1,0 +1,251 @@
+"""PS and Naive PS on a large request, idle and beside a busy neighbour process.
+
+    .venv/bin/python benchmarks/ps_request_speed.py --original RUN_DIR --data-dir DATA
+
+``RUN_DIR`` is a finished original run (``checkpoints/model.ckpt`` with ``split.json``
+beside), by default the Fashion-MNIST LeNet5; it is copied to a temporary folder first (the
+surgery index is written beside the checkpoint). The request is the whole of class 1 (6,000
+Fashion-MNIST samples), with the dataset's shipped ``ps.yaml`` and ``naive_ps.yaml``.
+
+Measured, each in interleaved rounds (medians, wall time):
+- **PS fit** through the product (``cli_main`` + ``Trainer.fit``), split by a timing callback
+  into the passes over images (``on_fit_start``: forget, retain, calibration features) and the
+  epochs on the cached features (``on_train_start`` → ``on_train_end``).
+- **The same epochs in a plain PyTorch loop** over the same cached tensors the module served:
+  the same head, optimizer, loss terms, batch size and number of steps, without Lightning; with
+  1 and with 2 intra-op threads (the measurement behind ``HEAD_THREADS``).
+- **Naive PS with the index** (the index built by a first, untimed run).
+- All of it again while a neighbour process keeps both cores busy (two threads of float32
+  matrix products), as another engineer's job on this shared machine does.
+
+Ratios last: PS epochs / plain loop (target ≤ 2), busy / idle for the head-sized work (target
+≤ 2), and the absolute targets (PS fit ≤ 2 s idle, Naive PS with the index ≤ 0.5 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import common
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from ps_lightning.unlearning.prototype_surgery import LOSSES, OPTIMIZERS, intra_op_threads
+from ps_lightning.unlearning.soft_labels import soft_cross_entropy
+
+DEFAULT_ORIGINAL = Path("/work/bench-runs/fashion_mnist")
+WHOLE_CLASS = [
+    "--data.init_args.split_manifest",
+    "null",
+    "--data.init_args.forget",
+    "classes",
+    "--data.init_args.forget_classes",
+    "[1]",
+    "--data.init_args.forget_ratio",
+    "1.0",
+]
+
+
+class PhaseTimer(L.Callback):
+    """Wall time of the image passes (fit start → train start) and of the epochs, and the
+    epochs' CPU time (one thread: the work itself, whatever else runs on the machine)."""
+
+    def __init__(self) -> None:
+        self.marks: dict[str, float] = {}
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.marks["fit_start"] = time.perf_counter()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.marks["train_start"] = time.perf_counter()
+        self.marks["train_start_cpu"] = time.process_time()
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.marks["train_end"] = time.perf_counter()
+        self.marks["train_end_cpu"] = time.process_time()
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.marks["fit_end"] = time.perf_counter()
+
+
+def find_original(path: Path) -> Path:
+    """``path`` if it is a run folder, else the one run folder below it with a checkpoint."""
+    if (path / "checkpoints" / "model.ckpt").is_file():
+        return path
+    found = sorted(p.parent.parent for p in path.glob("**/checkpoints/model.ckpt"))
+    if len(found) != 1:
+        raise SystemExit(f"expected one original run under '{path}', found {found}; pass one.")
+    return found[0]
+
+
+def fit(args: list[str]) -> tuple[Any, PhaseTimer]:
+    """One unlearning fit through the product's CLI objects; returns the module and phases."""
+    from ps_lightning.cli import cli_main
+
+    argv, sys.argv = sys.argv, sys.argv[:1]
+    try:
+        cli = cli_main(args, run=False)
+    finally:
+        sys.argv = argv
+    timer = PhaseTimer()
+    cli.trainer.callbacks.append(timer)
+    started = time.perf_counter()
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    timer.marks["total"] = time.perf_counter() - started
+    return cli.model, timer
+
+
+def plain_epochs(module: Any, threads: int) -> common.Clock:
+    """The module's PS epochs re-done in a plain loop on its cached tensors; wall and CPU
+    seconds."""
+    hp = module.hparams
+    forget = module.cache["forget"]
+    features, targets = forget["features"], forget["targets"]
+    anchor = module.cache["anchor"]
+    weight = module.original_weight.clone().requires_grad_("weight" in hp.trainable)
+    bias = module.original_bias.clone().requires_grad_("bias" in hp.trainable)
+    params = [p for p in (weight, bias) if p.requires_grad]
+    optimizer = OPTIMIZERS[hp.optimizer](params, lr=hp.lr, weight_decay=hp.weight_decay)
+    loss_fn = LOSSES[hp.loss]
+    batch = module.datamodule.hparams.batch_size
+    generator = torch.Generator().manual_seed(0)
+    with intra_op_threads(threads):
+        started = common.Clock.now()
+        for _ in range(hp.epochs):
+            for rows in torch.randperm(len(features), generator=generator).split(batch):
+                loss = loss_fn(F.linear(features[rows], weight, bias), targets[rows])
+                if hp.retain_anchor > 0:
+                    anchor_logits = F.linear(anchor["features"], weight, bias)
+                    if hp.anchor_target == "labels":
+                        anchor_loss = F.cross_entropy(anchor_logits, anchor["labels"])
+                    else:
+                        anchor_loss = soft_cross_entropy(
+                            anchor_logits, anchor["original_probabilities"]
+                        )
+                    loss = loss + hp.retain_anchor * anchor_loss
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        return common.Clock.now().since(started)
+
+
+def _spin(stop: Any) -> None:
+    torch.set_num_threads(2)
+    a = torch.randn(512, 512)
+    while not stop.is_set():
+        a = torch.tanh(a @ a)
+
+
+@contextmanager
+def busy_neighbour() -> Iterator[None]:
+    """Another process keeping both cores busy while the block runs."""
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    process = context.Process(target=_spin, args=(stop,), daemon=True)
+    process.start()
+    time.sleep(1.0)  # let it spin up
+    try:
+        yield
+    finally:
+        stop.set()
+        process.join(timeout=10)
+
+
+def measure(
+    original: Path, runs: Path, data_args: list[str], repeats: int, tag: str
+) -> dict[str, float]:
+    configs = common.CONFIGS / "fashion_mnist"
+    series: dict[str, list[float]] = {}
+    for repeat in range(repeats):
+        ps_args = common.step_args(configs / "ps.yaml", f"ps-{tag}-{repeat}", runs, original)
+        module, timer = fit([*ps_args, *data_args, *WHOLE_CLASS])
+        marks = timer.marks
+        naive_args = common.step_args(
+            configs / "naive_ps.yaml", f"naive-{tag}-{repeat}", runs, original
+        )
+        _, naive_timer = fit([*naive_args, *data_args, *WHOLE_CLASS])
+        plain_1, plain_2 = plain_epochs(module, 1), plain_epochs(module, 2)
+        rows = {
+            "ps_fit": marks["fit_end"] - marks["fit_start"],
+            "ps_image_passes": marks["train_start"] - marks["fit_start"],
+            "ps_epochs": marks["train_end"] - marks["train_start"],
+            "ps_epochs_cpu": marks["train_end_cpu"] - marks["train_start_cpu"],
+            "plain_1_thread": plain_1.wall,
+            "plain_1_thread_cpu": plain_1.cpu,
+            "plain_2_threads": plain_2.wall,
+            "naive_fit_with_index": naive_timer.marks["fit_end"] - naive_timer.marks["fit_start"],
+        }
+        for name, value in rows.items():
+            series.setdefault(name, []).append(value)
+        print(f"  [{tag} {repeat}] " + ", ".join(f"{k} {v:.3f} s" for k, v in rows.items()))
+    return {name: statistics.median(values) for name, values in series.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--original", type=Path, default=DEFAULT_ORIGINAL)
+    parser.add_argument("--data-dir", type=Path, default=common.REPO / "data")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-busy", action="store_true", help="skip the busy-neighbour series")
+    args = parser.parse_args()
+    common.quiet_lightning()
+    source = find_original(args.original)
+    common.header(
+        "PS / Naive PS on the whole-class request (6,000 samples)", torch.get_num_threads()
+    )
+    print(f"original: {source}")
+    data_args = [
+        "--data.init_args.data_dir",
+        str(args.data_dir),
+        "--data.init_args.download",
+        "false",
+    ]
+    with tempfile.TemporaryDirectory(prefix="ps-request-speed-") as scratch:
+        original = Path(scratch) / "original"
+        (original / "checkpoints").mkdir(parents=True)
+        shutil.copyfile(source / "checkpoints" / "model.ckpt", original / "checkpoints/model.ckpt")
+        shutil.copyfile(source / "split.json", original / "split.json")
+        runs = Path(scratch) / "runs"
+        warm = common.step_args(
+            common.CONFIGS / "fashion_mnist/naive_ps.yaml", "warm", runs, original
+        )
+        fit([*warm, *data_args, *WHOLE_CLASS])  # builds the surgery index; untimed
+        idle = measure(original, runs, data_args, args.repeats, "idle")
+        busy = None
+        if not args.no_busy:
+            with busy_neighbour():
+                busy = measure(original, runs, data_args, args.repeats, "busy")
+
+    print("\n## Medians (seconds; wall unless named cpu)")
+    print("| | idle | busy neighbour |\n|---|---|---|")
+    for name, value in idle.items():
+        other = f"{busy[name]:.3f}" if busy else "-"
+        print(f"| {name} | {value:.3f} | {other} |")
+    print("\n## Ratios")
+    print(f"PS fit idle: {idle['ps_fit']:.2f} s (target <= 2 s)")
+    print(f"Naive PS with the index idle: {idle['naive_fit_with_index']:.3f} s (target <= 0.5 s)")
+    print(
+        f"PS epochs / plain loop (1 thread), idle: wall "
+        f"{idle['ps_epochs'] / idle['plain_1_thread']:.2f}x, CPU "
+        f"{idle['ps_epochs_cpu'] / idle['plain_1_thread_cpu']:.2f}x (target <= 2)"
+    )
+    if busy:
+        for name in ("ps_epochs", "plain_1_thread", "plain_2_threads", "naive_fit_with_index"):
+            print(f"busy / idle, {name}: {busy[name] / idle[name]:.2f}x")
+        slowdown = busy["ps_epochs"] / idle["ps_epochs"]
+        print(f"busy / idle, PS epochs (head-sized work): {slowdown:.2f}x (target <= 2)")
+
+
+if __name__ == "__main__":
+    main()
