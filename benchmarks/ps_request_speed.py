@@ -10,7 +10,10 @@ Fashion-MNIST samples), with the dataset's shipped ``ps.yaml`` and ``naive_ps.ya
 Measured, each in interleaved rounds (medians, wall time):
 - **PS fit** through the product (``cli_main`` + ``Trainer.fit``), split by a timing callback
   into the passes over images (``on_fit_start``: forget, retain, calibration features) and the
-  epochs on the cached features (``on_train_start`` → ``on_train_end``).
+  epochs on the cached features (``on_train_start`` → ``on_train_end``). "fit" runs from the
+  callbacks' ``on_fit_start`` to their ``on_fit_end`` (as ``timing.json``'s ``fit_seconds``);
+  "trainer_fit_total" is the whole ``Trainer.fit`` call, with data set-up, the TensorBoard
+  figures and the result checkpoint's write.
 - **The same epochs in a plain PyTorch loop** over the same cached tensors the module served:
   the same head, optimizer, loss terms, batch size and number of steps, without Lightning; with
   1 and with 2 intra-op threads (the measurement behind ``HEAD_THREADS``).
@@ -185,6 +188,8 @@ def measure(
             "plain_1_thread_cpu": plain_1.cpu,
             "plain_2_threads": plain_2.wall,
             "naive_fit_with_index": naive_timer.marks["fit_end"] - naive_timer.marks["fit_start"],
+            "naive_trainer_fit_total": naive_timer.marks["total"],
+            "ps_trainer_fit_total": marks["total"],
         }
         for name, value in rows.items():
             series.setdefault(name, []).append(value)
