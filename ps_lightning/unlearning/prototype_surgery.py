@@ -41,8 +41,8 @@ LOSSES = {"soft": soft_cross_entropy, "paper": paper_cross_entropy}
 OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 # Intra-op threads for head-sized work (the PS epochs on cached features, the d×d surgery
 # algebra). Matrices of a few hundred rows by 64 columns gain nothing from a second thread, and
-# beside another busy process two spinning threads each slow down 10–25× (measured in
-# benchmarks/ps_request_speed.py). Feature extraction keeps the process's own setting.
+# beside other busy processes two threads took 26–31× as long as one for the same epochs
+# (benchmarks/ps_request_speed.py). Feature extraction keeps the process's own setting.
 HEAD_THREADS = 1
 
 
