@@ -242,6 +242,17 @@ ARCHITECTURES: dict[str, type[ImageClassifier]] = {
 }
 
 
+def non_finite_tensors(state_dict: dict[str, Any]) -> list[str]:
+    """Names of the floating-point tensors holding NaN or ±inf."""
+    return [
+        name
+        for name, tensor in state_dict.items()
+        if isinstance(tensor, torch.Tensor)
+        and tensor.is_floating_point()
+        and not bool(torch.isfinite(tensor).all())
+    ]
+
+
 def load_classifier(path: str) -> tuple[ImageClassifier, dict[str, Any]]:
     """Rebuild a classifier from a ps-lightning checkpoint, safely (no unpickling).
 
@@ -267,6 +278,15 @@ def load_classifier(path: str) -> tuple[ImageClassifier, dict[str, Any]]:
             "run's snapshot, or a checkpoint of an earlier ps-lightning version). Resume that "
             "run with `--ckpt_path last`, or train it again, and use its checkpoints/model.ckpt."
         )
+    state_dict = checkpoint.get("state_dict")
+    if not isinstance(state_dict, dict):
+        raise ValueError(f"'{path}' holds no state_dict: it is not a ps-lightning checkpoint.")
+    not_finite = non_finite_tensors(state_dict)
+    if not_finite:
+        raise ValueError(
+            f"'{path}' holds NaN or infinite values in {not_finite[:5]}: the model diverged or "
+            "the file was damaged. Train it again (e.g. with a lower learning rate)."
+        )
     accepted = inspect.signature(cls).parameters
     # LightningCLI records the hyperparameters of the module it is building in a context
     # variable that every module built inside it would take as its own; shield this one.
@@ -276,7 +296,7 @@ def load_classifier(path: str) -> tuple[ImageClassifier, dict[str, Any]]:
     finally:
         _given_hyperparameters.reset(token)
     try:
-        model.load_state_dict(checkpoint["state_dict"])
+        model.load_state_dict(state_dict)
     except RuntimeError as error:
         raise ValueError(
             f"'{path}' does not hold {record['architecture']} weights: {error}"

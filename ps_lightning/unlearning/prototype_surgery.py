@@ -8,8 +8,10 @@ a few small matrix products whatever the backbone.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import warnings
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,8 +19,8 @@ import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from ps_lightning.evaluation.figures import prototype_shift_figure, soft_label_figure
-from ps_lightning.unlearning.base import UnlearningModule
-from ps_lightning.unlearning.index import file_sha256, index_path, load_index, new_index, save_index
+from ps_lightning.unlearning.base import RESULT_CHECKPOINT, UnlearningModule
+from ps_lightning.unlearning.index import Ledger, LedgerState, model_content_hash
 from ps_lightning.unlearning.soft_labels import soft_cross_entropy, soft_labels
 from ps_lightning.unlearning.surgery import accumulate_gram, apply_surgery, gram, surgery_projection
 
@@ -105,6 +107,7 @@ class PSUnlearnModule(UnlearningModule):
         self.cache: dict[str, dict[str, torch.Tensor]] = {}
         self.index_built = False
         self.removed_count = 0
+        self.removed_indices: list[int] = []
         self.stopped_at_epoch: int | None = None
         self.closest: tuple[float, int, torch.Tensor, torch.Tensor] | None = None
         self.restored_step: int | None = None
@@ -174,55 +177,72 @@ class PSUnlearnModule(UnlearningModule):
             accumulate_gram(total, features)
         return self.trainer.strategy.reduce(total, reduce_op="sum")
 
+    @contextlib.contextmanager
+    def _ledger_transaction(self) -> Iterator[LedgerState | None]:
+        """The ledger held by global rank 0 alone (``None`` elsewhere and without the index):
+        the other processes receive its content by broadcast, so every process operates on the
+        same state while the lock is held."""
+        if not self.hparams.use_index or not self.trainer.is_global_zero:
+            yield None
+            return
+        head = self.model.prototypes
+        model_hash = model_content_hash(
+            (head.weight, head.bias, self.model.initial_prototypes, self.model.initial_bias),
+            self.datamodule.train_fingerprint,
+        )
+        ledger = Ledger(self.original_ckpt, model_hash)
+        with ledger.transaction(must_record=self.hparams.cumulative) as state:
+            yield state
+
     def _naive_surgery(self, forget_features: torch.Tensor) -> None:
         dm = self.datamodule
         head = self.model.prototypes
-        checkpoint_sha = file_sha256(self.original_ckpt)
-        path = index_path(self.original_ckpt)
-        index = None
-        if self.hparams.use_index:
-            index = load_index(path, checkpoint_sha, dm.train_fingerprint)
-        self.index_built = index is None
-        if index is None:
-            full_gram = self._stream_gram()
-            projection = surgery_projection(head.weight, self.model.initial_prototypes, full_gram)
-            index = new_index(checkpoint_sha, dm.train_fingerprint, full_gram, projection)
-        device = self.device
-        forget_gram = gram(forget_features)
-        if self.hparams.cumulative:
-            already = torch.tensor(sorted(index["removed_indices"]), dtype=torch.long)
-            is_new = ~torch.isin(dm.forget_indices, already)
-            new_ids = dm.forget_indices[is_new]
-            new_gram = forget_gram if bool(is_new.all()) else self._gram_of(new_ids)
-            index["removed_gram"] = index["removed_gram"] + new_gram.cpu()
-            index["removed_indices"] = sorted(set(index["removed_indices"]) | set(new_ids.tolist()))
-            forget_gram = index["removed_gram"].to(device)
-        self.removed_count = (
-            len(index["removed_indices"]) if self.hparams.cumulative else len(dm.forget_indices)
-        )
-        new_weight = apply_surgery(
-            self.model.initial_prototypes,
-            index["projection"].to(device),
-            index["gram"].to(device),
-            forget_gram,
-        )
-        head.weight.data.copy_(new_weight)
-        changed = self.index_built or self.hparams.cumulative
-        if self.hparams.use_index and changed and self.trainer.is_global_zero:
-            try:
-                save_index(path, index)
-            except OSError as error:
-                if self.hparams.cumulative:
-                    raise OSError(
-                        f"cannot record this cumulative request in '{path}' ({error}); later "
-                        "requests would not know these samples were removed. Make the folder "
-                        "writable, or drop cumulative."
-                    ) from error
-                warnings.warn(
-                    f"surgery index not cached at '{path}' ({error}); the next request "
-                    "rebuilds it.",
-                    stacklevel=1,
+        with self._ledger_transaction() as ledger:
+            shared = (ledger.tensors, ledger.removed_indices) if ledger is not None else None
+            tensors, removed = self.trainer.strategy.broadcast(shared) or (None, [])
+            self.index_built = tensors is None
+            if tensors is None:
+                full_gram = self._stream_gram()
+                projection = surgery_projection(
+                    head.weight, self.model.initial_prototypes, full_gram
                 )
+                tensors = {
+                    "gram": full_gram.cpu(),
+                    "projection": projection.cpu(),
+                    "removed_gram": torch.zeros_like(full_gram).cpu(),
+                }
+            device = self.device
+            forget_gram = gram(forget_features)
+            self.removed_indices = dm.forget_indices.tolist()
+            if self.hparams.cumulative:
+                is_new = ~torch.isin(dm.forget_indices, torch.tensor(removed, dtype=torch.long))
+                new_ids = dm.forget_indices[is_new]
+                new_gram = forget_gram if bool(is_new.all()) else self._gram_of(new_ids)
+                tensors = {**tensors, "removed_gram": tensors["removed_gram"] + new_gram.cpu()}
+                forget_gram = tensors["removed_gram"].to(device)
+                self.removed_indices = sorted(set(removed) | set(self.removed_indices))
+            new_weight = apply_surgery(
+                self.model.initial_prototypes,
+                tensors["projection"].to(device),
+                tensors["gram"].to(device),
+                forget_gram,
+            )
+            if not torch.isfinite(new_weight).all():
+                raise ValueError(
+                    f"the surgery on '{self.original_ckpt}' produced non-finite prototypes; "
+                    "nothing was written. Check the original checkpoint and its features."
+                )
+            head.weight.data.copy_(new_weight)
+            if ledger is not None and (self.index_built or self.hparams.cumulative):
+                ledger.set_tensors(tensors)
+            if ledger is not None and self.hparams.cumulative:
+                result = Path(self.trainer.log_dir or ".") / RESULT_CHECKPOINT
+                ledger.record_request(
+                    dm.forget_indices.tolist(), self.hparams.method, str(result.resolve())
+                )
+        self.removed_count = len(self.removed_indices)
+        if self.hparams.cumulative:
+            dm.record_cumulative_removal(self.removed_indices)
 
     def _zero_gram(self) -> torch.Tensor:
         dim = self.model.net.feature_dim
