@@ -34,6 +34,7 @@ import torch
 
 from ps_lightning.data.requests import ids_sha256
 from ps_lightning.io import atomic_torch_save, atomic_write_json
+from ps_lightning.models.classifier import ImageClassifier
 
 INDEX_FORMAT = 2
 BOOKKEEPING = ("format", "model_hash", "requests", "removed_indices", "seal")
@@ -79,6 +80,14 @@ def model_content_hash(head_tensors: Sequence[torch.Tensor], train_fingerprint: 
     for tensor in head_tensors:
         _update_with_tensor(digest, tensor)
     return digest.hexdigest()
+
+
+def classifier_content_hash(model: ImageClassifier, train_fingerprint: str) -> str:
+    """``model_content_hash`` of a classifier's head: what its surgery index depends on."""
+    head = model.prototypes
+    return model_content_hash(
+        (head.weight, head.bias, model.initial_prototypes, model.initial_bias), train_fingerprint
+    )
 
 
 def _seal(tensors: dict[str, torch.Tensor], bookkeeping: dict[str, Any]) -> str:

@@ -20,7 +20,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from ps_lightning.evaluation.figures import prototype_shift_figure, soft_label_figure
 from ps_lightning.unlearning.base import RESULT_CHECKPOINT, UnlearningModule
-from ps_lightning.unlearning.index import Ledger, LedgerState, model_content_hash
+from ps_lightning.unlearning.index import Ledger, LedgerState, classifier_content_hash
 from ps_lightning.unlearning.soft_labels import soft_cross_entropy, soft_labels
 from ps_lightning.unlearning.surgery import accumulate_gram, apply_surgery, gram, surgery_projection
 
@@ -185,11 +185,7 @@ class PSUnlearnModule(UnlearningModule):
         if not self.hparams.use_index or not self.trainer.is_global_zero:
             yield None
             return
-        head = self.model.prototypes
-        model_hash = model_content_hash(
-            (head.weight, head.bias, self.model.initial_prototypes, self.model.initial_bias),
-            self.datamodule.train_fingerprint,
-        )
+        model_hash = classifier_content_hash(self.model, self.datamodule.train_fingerprint)
         ledger = Ledger(self.original_ckpt, model_hash)
         with ledger.transaction(must_record=self.hparams.cumulative) as state:
             yield state
