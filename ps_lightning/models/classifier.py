@@ -32,6 +32,8 @@ from ps_lightning.timing import RunTimer
 CHECKPOINT_FORMAT = 1
 # The one checkpoint later steps read: written once, atomically, when fit has finished.
 FINAL_CHECKPOINT = "model.ckpt"
+# The resumable snapshot of an unfinished run, rewritten after every epoch (`--ckpt_path last`).
+LAST_CHECKPOINT = "last"
 
 
 class ImageClassifier(L.LightningModule):
@@ -76,7 +78,12 @@ class ImageClassifier(L.LightningModule):
         # `last.ckpt` after every epoch, to resume an interrupted run (`--ckpt_path last`); it is
         # never taken for a finished model (its record says complete: false). `model.ckpt`, the
         # name later steps point at, is written by `on_fit_end` alone.
-        return [ModelCheckpoint(save_last=True, save_top_k=0), RunTimer()]
+        # `save_last` alone with save_top_k=0 writes last.ckpt only when training ends; the
+        # one kept "top" checkpoint without a monitor is the newest, saved every epoch.
+        return [
+            ModelCheckpoint(filename=LAST_CHECKPOINT, save_top_k=1, enable_version_counter=False),
+            RunTimer(),
+        ]
 
     def on_fit_start(self) -> None:
         # Metric states can stay shared between ddp_spawn ranks; start every fit from zero.

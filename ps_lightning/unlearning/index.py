@@ -193,22 +193,19 @@ class Ledger:
         """The ledger's state; an error, naming what was lost, if history cannot be trusted."""
         recorded = self._recorded_requests()
         stored = self._stored_index()
-        problem = stored if isinstance(stored, str) else None
-        if isinstance(stored, dict) and len(stored["requests"]) < len(recorded):
+        if isinstance(stored, dict):
+            if len(stored["requests"]) >= len(recorded):
+                tensors = {k: v for k, v in stored.items() if k not in BOOKKEEPING}
+                return LedgerState(tensors, list(stored["requests"]))
             problem = (
                 f"it holds {len(stored['requests'])} requests but '{self.record_file.name}' "
                 f"lists {len(recorded)} (an older copy was put back)"
             )
-        if problem is None:
-            assert stored is None or isinstance(stored, dict)
-            if stored is None:
-                return LedgerState(None)
-            tensors = {k: v for k, v in stored.items() if k not in BOOKKEEPING}
-            return LedgerState(tensors, list(stored["requests"]))
-        history = recorded or (stored.get("requests", []) if isinstance(stored, dict) else [])
-        if not history:
+        else:
+            problem = stored or "it is missing"
+        if not recorded:
             return LedgerState(None)  # no request recorded: an index is only a cache
-        raise LedgerError(self._lost_history_message(problem, history))
+        raise LedgerError(self._lost_history_message(problem, recorded))
 
     def _lost_history_message(self, problem: str, history: list[dict[str, Any]]) -> str:
         removed = union_of(history)
