@@ -317,3 +317,31 @@ def test_the_cli_shows_the_ledgers_message_not_the_innermost_error(
     assert "cannot be used: it cannot be read" in message
     assert "1 cumulative requests removing 15 samples" in message
     assert not result_checkpoint(tmp_path / "runs" / "digits" / "b").exists()
+
+
+def test_a_full_disk_during_a_cumulative_request_shows_the_ledgers_message(
+    original: Original, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    ckpt = original.copy_to(tmp_path / "original")
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, hard))  # below the index's size
+    try:
+        message = cli_error(
+            capsys,
+            "fit",
+            "--config", str(CONFIGS / "naive_ps.yaml"),
+            "--run", "a",
+            "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
+            "--model.init_args.original_ckpt", str(ckpt),
+            "--model.init_args.cumulative", "true",
+            "--data.init_args.split_manifest", str(original.manifest),
+        )  # fmt: skip
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    # The outermost of the project's errors (each adds what it knows), not the innermost.
+    assert message.startswith("ps-lightning: error: cannot write the surgery ledger")
+    assert "no room to write" in message and "drop cumulative" in message
+    assert not result_checkpoint(tmp_path / "runs" / "digits" / "a").exists()
+    assert not record_path(ckpt).exists()
