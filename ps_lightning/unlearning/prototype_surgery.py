@@ -56,9 +56,11 @@ class PSUnlearnModule(UnlearningModule):
             behaviour), and keep the head state checked before each step that came closest
             to that level: ``on``, ``off`` (the paper) or ``auto`` (on unless the request
             removes whole classes, where retrain does not recognise held-out samples either).
-        use_index: cache the surgery index beside the original checkpoint and reuse it.
-        cumulative: successive requests against the same original model accumulate: the
-            result removes every sample of every earlier cumulative request too.
+        use_index: cache the surgery index beside the original checkpoint (the surgery ledger,
+            `ps_lightning.unlearning.index`) and reuse it.
+        cumulative: successive requests against the same original model accumulate, recorded
+            in the ledger under its lock: the result removes every sample of every earlier
+            cumulative request too, also of requests running at the same time.
         num_classes: set from the data; checked against the checkpoint.
         in_channels: set from the data; checked against the checkpoint.
     """
@@ -106,7 +108,6 @@ class PSUnlearnModule(UnlearningModule):
         self.register_buffer("original_bias", head.bias.detach().clone(), persistent=False)
         self.cache: dict[str, dict[str, torch.Tensor]] = {}
         self.index_built = False
-        self.removed_count = 0
         self.removed_indices: list[int] = []
         self.stopped_at_epoch: int | None = None
         self.closest: tuple[float, int, torch.Tensor, torch.Tensor] | None = None
@@ -236,7 +237,6 @@ class PSUnlearnModule(UnlearningModule):
                 ledger.record_request(
                     dm.forget_indices.tolist(), self.hparams.method, str(result.resolve())
                 )
-        self.removed_count = len(self.removed_indices)
         if self.hparams.cumulative:
             dm.record_cumulative_removal(self.removed_indices)
 
@@ -379,7 +379,7 @@ class PSUnlearnModule(UnlearningModule):
         record = super().unlearning_record()
         record.update(
             {
-                "removed_samples": self.removed_count or len(self.datamodule.forget_indices),
+                "removed_samples": len(self.removed_indices) or len(self.datamodule.forget_indices),
                 "index_built": self.index_built,
                 "early_stop_used": self.trains and self.uses_early_stop,
                 "stopped_at_epoch": self.stopped_at_epoch,
