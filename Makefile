@@ -39,6 +39,9 @@ TRAINING := --seed_everything $(EXPID) \
 	$(if $(MAX_EPOCHS),--trainer.max_epochs $(MAX_EPOCHS) --lr_scheduler.init_args.T_max $(MAX_EPOCHS))
 FROM_REQUEST := $(REQUEST) --data.init_args.split_manifest $(MANIFEST)
 FROM_ORIGINAL := --model.init_args.original_ckpt $(ORIGINAL_CKPT)
+# A step whose run folder exists but whose model.ckpt does not was interrupted: it is resumed
+# (from its last.ckpt where it has one), never skipped and never refused.
+RESUME = $(if $(wildcard $(1)/config.yaml),--ckpt_path last)
 
 .PHONY: help install demo test lint tensorboard chain bench digits mnist fashion_mnist cifar10 cifar100 \
 	tinyimagenet fashion_mnist-data clean-runs
@@ -96,20 +99,23 @@ fashion_mnist-data:
 	done; \
 	echo "Fashion-MNIST laid out in $$raw"
 
-# The chain. Each step is a file target: a finished step is not run again (delete its run
-# directory to redo it). The retrain step draws the request's split; later steps reuse it.
+# The chain. Each step is a file target, the model.ckpt written once when the step finished: a
+# finished step is not run again (delete its run directory to redo it), an interrupted one is
+# resumed. The retrain step draws the request's split; later steps reuse it.
 chain: $(REQUEST_DIR)/evaluate/table.md
 	@cat $<
 
 $(ORIGINAL_CKPT): | $(STAMP)
-	$(PSL) fit --config $(CONFIGS)/original.yaml --run $(ORIGINAL_RUN) $(COMMON) $(REQUEST) $(TRAINING)
+	$(PSL) fit --config $(CONFIGS)/original.yaml --run $(ORIGINAL_RUN) $(COMMON) $(REQUEST) $(TRAINING) \
+		$(call RESUME,$(ORIGINAL_DIR))
 
 $(REQUEST_DIR)/retrain/checkpoints/model.ckpt: | $(STAMP)
 	$(PSL) fit --config $(CONFIGS)/retrain.yaml --run $(REQUEST_RUN)/retrain $(COMMON) $(REQUEST) \
-		$(TRAINING) --data.init_args.split_manifest null
+		$(TRAINING) --data.init_args.split_manifest null $(call RESUME,$(REQUEST_DIR)/retrain)
 
 $(REQUEST_DIR)/%/checkpoints/model.ckpt: $(ORIGINAL_CKPT) $(REQUEST_DIR)/retrain/checkpoints/model.ckpt
-	$(PSL) fit --config $(CONFIGS)/$*.yaml --run $(REQUEST_RUN)/$* $(COMMON) $(FROM_REQUEST) $(FROM_ORIGINAL)
+	$(PSL) fit --config $(CONFIGS)/$*.yaml --run $(REQUEST_RUN)/$* $(COMMON) $(FROM_REQUEST) $(FROM_ORIGINAL) \
+		$(call RESUME,$(REQUEST_DIR)/$*)
 
 $(REQUEST_DIR)/evaluate/table.md: $(ORIGINAL_CKPT) $(foreach s,retrain naive_ps ps,$(REQUEST_DIR)/$(s)/checkpoints/model.ckpt)
 	$(PSL) test --config $(CONFIGS)/evaluate.yaml --run $(REQUEST_RUN)/evaluate $(COMMON) $(FROM_REQUEST) \

@@ -10,10 +10,12 @@ from __future__ import annotations
 import atexit
 import sys
 import traceback
+from pathlib import Path
 
 import lightning as L
 import torch.distributed as dist
-from lightning.pytorch.cli import LightningCLI
+import yaml
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from ps_lightning.data.datamodule import UnlearningDataModule
 
@@ -23,6 +25,46 @@ TRAINER_DEFAULTS = {
         "init_args": {"save_dir": "runs", "default_hp_metric": False},
     },
 }
+
+
+class RunFolderConfig(SaveConfigCallback):
+    """Writes the run's config.yaml; a run folder that holds one already is refused, unless
+    this run resumes it (``--ckpt_path``) with the same settings and it has not finished."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.already_saved or not trainer.log_dir:
+            return
+        run_dir = Path(trainer.log_dir)
+        config_path = run_dir / self.config_filename
+        if not trainer.strategy.broadcast(trainer.is_global_zero and config_path.is_file()):
+            super().setup(trainer, pl_module, stage)
+            return
+        finished = run_dir / "checkpoints" / "model.ckpt"
+        if self.config.get("ckpt_path") is None or finished.exists():
+            state = "a finished run" if finished.exists() else "an interrupted run"
+            raise FileExistsError(
+                f"the run folder '{run_dir}' holds {state} already (its {self.config_filename}"
+                + (
+                    f", and {finished.relative_to(run_dir)}); choose another run (--run NAME)."
+                    if finished.exists()
+                    else "); resume it with the same settings and --ckpt_path last, or choose "
+                    "another run (--run NAME)."
+                )
+            )
+        saved = yaml.safe_load(config_path.read_text())
+        current = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        changed = sorted(
+            key
+            for key in set(saved) | set(current)
+            if key != "ckpt_path" and saved.get(key) != current.get(key)
+        )
+        if changed:
+            raise ValueError(
+                f"resuming '{run_dir}' with other settings than it was started with (they differ "
+                f"in {changed}); resume with the settings of its {self.config_filename}, or "
+                "start another run (--run NAME)."
+            )
+        self.already_saved = True  # the resumed run keeps its own config.yaml
 
 
 class PSLightningCLI(LightningCLI):
@@ -81,31 +123,34 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> PSLightningCLI:
         subclass_mode_model=True,
         subclass_mode_data=True,
         trainer_defaults=TRAINER_DEFAULTS,
+        save_config_callback=RunFolderConfig,
         args=args,
         run=run,
     )
 
 
+def _raised_by_project(error: BaseException) -> bool:
+    frames = traceback.extract_tb(error.__traceback__)
+    return bool(frames) and "ps_lightning" in frames[-1].filename
+
+
 def _user_error(error: BaseException) -> BaseException | None:
-    """The error this project raised for bad input, also when jsonargparse wrapped it while
-    instantiating a class (its message then hides ours among the union's alternatives)."""
+    """The outermost error this project raised for bad input, also when jsonargparse wrapped it
+    while instantiating a class (its message then hides ours among the union's alternatives);
+    an error ours was raised from is detail, never shown instead of ours."""
     seen: list[BaseException] = []
-    while error is not None and error not in seen:
-        seen.append(error)
-        error = error.__cause__ or error.__context__
-    ours = [
-        e
-        for e in seen
-        if isinstance(e, (ValueError, FileNotFoundError))
-        and any("ps_lightning" in frame.filename for frame in traceback.extract_tb(e.__traceback__))
-    ]
-    return ours[-1] if ours else None
+    current: BaseException | None = error
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    ours = [e for e in seen if isinstance(e, (ValueError, OSError)) and _raised_by_project(e)]
+    return ours[0] if ours else None
 
 
 def main() -> None:
     try:
         cli_main()
-    except (ValueError, FileNotFoundError, TypeError) as error:
+    except (ValueError, OSError, TypeError, RuntimeError) as error:
         cause = _user_error(error)
         if cause is None:
             raise

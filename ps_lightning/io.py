@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
 import tempfile
@@ -11,6 +13,9 @@ from typing import IO, Any
 
 import torch
 
+# errno values that mean "the device cannot take this file" (EFBIG: a file-size limit).
+OUT_OF_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -18,23 +23,68 @@ def _umask() -> int:
     return mask
 
 
+def _temp_prefix(path: Path, pid: int) -> str:
+    return f".{path.name}.{pid}."
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(path: Path) -> list[Path]:
+    """Delete temporaries of ``path`` left by writers that no longer run (killed mid-write).
+
+    A temporary's name carries its writer's pid, so a live writer's file is never touched.
+    """
+    removed = []
+    for candidate in path.parent.glob(f".{path.name}.*.tmp"):
+        pid_text = candidate.name[len(path.name) + 2 :].split(".", 1)[0]
+        if pid_text.isdigit() and not _process_alive(int(pid_text)):
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
-    """Write ``path`` through ``write(handle)`` atomically, with the usual permissions."""
+    """Write ``path`` through ``write(handle)`` atomically, with the usual permissions.
+
+    ``write`` fills a memory buffer first, so that a full disk is reported as such by the one
+    file write (torch's serializer would report it as ``unexpected pos``).
+    """
     # A temporary file in the target folder, then os.replace: readers see the old file or the
     # whole new one, never a torn write, even when the process is killed mid-way.
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    remove_stale_temps(path)
+    buffer = io.BytesIO()
+    write(buffer)
+    fd, tmp = tempfile.mkstemp(
+        prefix=_temp_prefix(path, os.getpid()), suffix=".tmp", dir=path.parent
+    )
     try:
         with os.fdopen(fd, "wb") as handle:
-            write(handle)
+            handle.write(buffer.getbuffer())
             handle.flush()
             os.fsync(handle.fileno())
         # mkstemp creates 0600; give the file the permissions an ordinary write would.
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno in OUT_OF_SPACE:
+            raise OSError(
+                error.errno,
+                f"no room to write '{path}' ({buffer.getbuffer().nbytes:,} bytes): "
+                f"{os.strerror(error.errno or 0)}. Free space on that device (or lift the "
+                "file-size limit), or write the run elsewhere (trainer.logger save_dir); "
+                "nothing was overwritten.",
+            ) from error
         raise
 
 

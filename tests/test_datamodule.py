@@ -180,9 +180,28 @@ def digits_manifest(tmp_path: Path) -> Path:
 
 
 def _edit(path: Path, **changes) -> None:
-    manifest = json.loads(path.read_text())
-    manifest.update(changes)
-    path.write_text(json.dumps(manifest))
+    """A manifest with other content, written by a program (its content hash recomputed): the
+    checks below must refuse it on its content alone."""
+    write_manifest(path, {**json.loads(path.read_text()), **changes})
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"forget_indices": [3, 5]},
+        {"num_forget": 3},
+        {"calibration_test_indices": [1, 2, 3]},
+        {"request": {"kind": "classes", "classes": [2], "ratio": 0.1, "seed": 209}},
+    ],
+    ids=["ids", "num_forget", "calibration-half", "request"],
+)
+def test_a_hand_edited_manifest_is_refused_before_its_ids_are_used(
+    digits_manifest: Path, changes
+) -> None:
+    manifest = json.loads(digits_manifest.read_text())
+    digits_manifest.write_text(json.dumps({**manifest, **changes}))
+    with pytest.raises(ValueError, match=r"split\.json' was changed after it was written"):
+        DigitsDataModule(split_manifest=str(digits_manifest))
 
 
 def test_manifest_of_other_data_is_refused(digits_manifest: Path) -> None:
@@ -281,7 +300,27 @@ def test_index_file_request_forgets_exactly_the_listed_samples(tmp_path: Path) -
     file.write_text("17\n3\n150\n")
     dm = IndexedDataModule(forget="indices", forget_indices_file=str(file))
     assert dm.forget_indices.tolist() == [3, 17, 150]
-    assert dm.request == {"kind": "indices", "indices_file": str(file.resolve())}
+    assert dm.request["kind"] == "indices" and dm.request["count"] == 3
+
+
+def test_an_indices_request_is_identified_by_its_ids_not_its_file(tmp_path: Path) -> None:
+    file = tmp_path / "forget.txt"
+    file.write_text("17\n3\n150\n")
+    manifest = tmp_path / "split.json"
+    write_manifest(
+        manifest, IndexedDataModule(forget="indices", forget_indices_file=str(file)).manifest
+    )
+    moved = tmp_path / "elsewhere.json"
+    moved.write_text("[150, 3, 17]")  # the same ids, in another file and order: the same request
+    reused = IndexedDataModule(
+        forget="indices", forget_indices_file=str(moved), split_manifest=str(manifest)
+    )
+    assert reused.forget_indices.tolist() == [3, 17, 150]
+    file.write_text("17\n3\n151\n")  # edited in place: another request, not the old split
+    with pytest.raises(ValueError, match="was drawn for the request"):
+        IndexedDataModule(
+            forget="indices", forget_indices_file=str(file), split_manifest=str(manifest)
+        )
 
 
 def test_missing_dataset_files_without_download_fail_and_write_nothing(tmp_path: Path) -> None:

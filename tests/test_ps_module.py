@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import lightning as L
@@ -15,6 +16,7 @@ from unlearning_fixtures import (
     naive_reference,
     nothing_written,
     original,
+    result_checkpoint,
     retrain_ckpt,
     unlearn,
     unlearning_record,
@@ -22,9 +24,16 @@ from unlearning_fixtures import (
 )
 
 from ps_lightning.data import DigitsDataModule
+from ps_lightning.data.manifest import write_manifest
 from ps_lightning.models.classifier import LeNet5, classifier_record, load_classifier
 from ps_lightning.unlearning import PSUnlearnModule
-from ps_lightning.unlearning.index import file_sha256, index_path, load_index
+from ps_lightning.unlearning.index import (
+    Ledger,
+    classifier_content_hash,
+    file_sha256,
+    index_path,
+    record_path,
+)
 from ps_lightning.unlearning.surgery import (
     augmented_gram,
     gram,
@@ -233,12 +242,7 @@ def test_surgery_index_is_written_beside_the_original_and_reused(
     first = unlearn(tmp_path / "runs", "first", ckpt, manifest=original.manifest)
     index_file = index_path(ckpt)
     assert index_file.parent == ckpt.parent and index_file.is_file()
-    index = load_index(
-        index_file,
-        original.sha256,
-        load_checkpoint(ckpt)["ps_lightning"]["data"]["split_manifest"]["fingerprint"],
-    )
-    assert index is not None
+    assert Ledger(ckpt, model_hash(ckpt)).read().tensors is not None
     assert unlearning_record(first)["index_built"] is True
     stamp = index_file.stat().st_mtime_ns
 
@@ -249,23 +253,26 @@ def test_surgery_index_is_written_beside_the_original_and_reused(
     assert index_file.stat().st_mtime_ns == stamp  # a non-cumulative request leaves it as it is
 
 
+def model_hash(ckpt: Path) -> str:
+    model, record = load_classifier(str(ckpt))
+    return classifier_content_hash(model, record["data"]["split_manifest"]["fingerprint"])
+
+
 def _garbage(index_file: Path, valid: dict) -> None:
     index_file.write_bytes(b"not a torch file at all")
 
 
 def _foreign_checkpoint(index_file: Path, valid: dict) -> None:
     # Another model's index, poisoned: trusting it would give other prototypes.
-    torch.save({**valid, "checkpoint_sha256": "0" * 64, "gram": valid["gram"] * 3}, index_file)
+    torch.save({**valid, "model_hash": "0" * 64, "gram": valid["gram"] * 3}, index_file)
 
 
-def _other_training_set(index_file: Path, valid: dict) -> None:
-    torch.save(
-        {**valid, "train_fingerprint": "feedfeedfeedfeed", "gram": valid["gram"] * 0},
-        index_file,
-    )
+def _this_models_hash_copied_in(index_file: Path, valid: dict) -> None:
+    # Another model's tensors under this checkpoint's hash: the seal over the content refuses it.
+    torch.save({**valid, "gram": valid["gram"] * 0}, index_file)
 
 
-@pytest.mark.parametrize("spoil", [_garbage, _foreign_checkpoint, _other_training_set])
+@pytest.mark.parametrize("spoil", [_garbage, _foreign_checkpoint, _this_models_hash_copied_in])
 def test_a_corrupted_or_foreign_index_is_rebuilt_not_trusted(
     original: Original, naive_reference: Path, tmp_path: Path, spoil
 ) -> None:
@@ -279,7 +286,7 @@ def test_a_corrupted_or_foreign_index_is_rebuilt_not_trusted(
     assert unlearning_record(result)["index_built"] is True
     assert torch.equal(fc_weight(result), fc_weight(naive_reference))
     rebuilt = torch.load(index_path(ckpt), weights_only=True)
-    assert rebuilt["checkpoint_sha256"] == original.sha256
+    assert rebuilt["model_hash"] == model_hash(ckpt)
     torch.testing.assert_close(rebuilt["gram"], valid["gram"], rtol=1e-12, atol=0)
 
 
@@ -319,6 +326,17 @@ def test_cumulative_requests_remove_the_union_once(original: Original, tmp_path:
     assert unlearning_record(after_b)["removed_samples"] == len(union)
     index = torch.load(index_path(sequence), weights_only=True)
     assert index["removed_indices"] == union
+    record = json.loads(record_path(sequence).read_text())
+    assert [r["ids"] for r in record["requests"]] == [sorted(request_a), sorted(request_b)]
+    assert [r["result_checkpoint"] for r in record["requests"]] == [
+        str(result_checkpoint(tmp_path / "runs" / "digits" / f"sequence-{name}").resolve())
+        for name in ("a", "b")
+    ]
+    # The cumulative result says what it removed: the union, in its split.json and checkpoint.
+    split = after_b.parents[1] / "split.json"
+    assert json.loads(split.read_text())["forget_indices"] == union
+    embedded = load_checkpoint(after_b)["ps_lightning"]["data"]["split_manifest"]
+    assert embedded["forget_indices"] == union and embedded["num_forget"] == len(union)
     # B alone (not cumulative) is a different model: the union really was removed.
     b_alone = request(original.copy_to(tmp_path / "alone"), "b")
     assert not torch.allclose(fc_weight(b_alone), fc_weight(after_b), atol=1e-4)
@@ -434,14 +452,9 @@ def test_retrained_model_given_as_original_is_refused(
 
 
 def test_manifest_of_another_training_set_is_refused(original: Original, tmp_path: Path) -> None:
-    manifest = original.manifest.read_text()
-    json_manifest = manifest.replace(
-        load_checkpoint(original.ckpt)["ps_lightning"]["data"]["split_manifest"]["fingerprint"],
-        "0123456789abcdef",
-    )
-    assert json_manifest != manifest
+    # A well-formed manifest (its content hash recomputed) drawn from other data.
     foreign = tmp_path / "split.json"
-    foreign.write_text(json_manifest)
+    write_manifest(foreign, {**json.loads(original.manifest.read_text()), "fingerprint": "0" * 16})
     save_dir = tmp_path / "runs"
     with pytest.raises(ValueError, match="fingerprint"):
         unlearn(save_dir, "naive", original.ckpt, manifest=foreign)

@@ -122,23 +122,39 @@ def test_indices_file_one_per_line_skips_blank_lines_and_comments(tmp_path: Path
 
 
 @pytest.mark.parametrize(
-    "content",
-    ["[1, 2.5]", "[1.0, 2]", "[true, 3]", '{"forget": [1]}', "1\ntwo\n", "3.5\n", "[1, 2"],
+    ("content", "names"),
+    [
+        ("[1.5, 2]", "entry 0 is 1.5, not an integer"),
+        ("[1, 2.5]", "entry 1 is 2.5, not an integer"),
+        ("[1.0, 2]", "entry 0 is 1.0, not an integer"),
+        ("[true, 3]", "entry 0 is True, not an integer"),
+        ('{"forget": [1]}', "line 1 is '{\"forget\": \\[1\\]}', not an integer"),
+        ("abc", "line 1 is 'abc', not an integer"),
+        ("1\ntwo\n", "line 2 is 'two', not an integer"),
+        ("3.5\n", "line 1 is '3.5', not an integer"),
+        ("[1, 2", "is not valid JSON"),
+    ],
     ids=[
+        "json-float-first",
         "json-float",
         "json-float-integral",
         "json-bool",
         "json-object",
         "word",
+        "word-on-line-2",
         "line-float",
         "broken-json",
     ],
 )
-def test_non_integer_index_file_is_refused(tmp_path: Path, content: str) -> None:
+def test_non_integer_index_file_is_refused_naming_the_file_and_the_entry(
+    tmp_path: Path, content: str, names: str
+) -> None:
     file = tmp_path / "forget.txt"
     file.write_text(content)
-    with pytest.raises(ValueError, match="must hold integers"):
+    with pytest.raises(ValueError, match=names) as refused:
         read_indices_file(str(file))
+    assert str(file) in str(refused.value)
+    assert "one integer per line" in str(refused.value)  # says what the file must hold
 
 
 def test_missing_index_file_is_reported_by_path(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ for training, augmented) on the device after transfer, so no per-sample Python t
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -20,11 +21,14 @@ from ps_lightning.data.manifest import (
     check_manifest,
     fingerprint,
     read_manifest,
+    with_forget_indices,
     write_manifest,
 )
 from ps_lightning.data.requests import (
     check_indices,
     draw_forget_indices,
+    ids_sha256,
+    read_indices_file,
     split_test_set,
     validate_request,
 )
@@ -150,7 +154,9 @@ class UnlearningDataModule(L.LightningDataModule):
         kind: str, classes: list[int], ratio: float, seed: int, indices_file: str | None
     ) -> dict[str, Any]:
         if kind == "indices":
-            return {"kind": kind, "indices_file": str(Path(str(indices_file)).resolve())}
+            # Identified by content: an edited file is another request, a moved one is not.
+            ids = read_indices_file(str(indices_file))
+            return {"kind": kind, "count": len(ids), "ids_sha256": ids_sha256(ids)}
         record: dict[str, Any] = {"kind": kind, "ratio": float(ratio), "seed": int(seed)}
         if kind == "classes":
             record["classes"] = sorted(int(c) for c in classes)
@@ -235,7 +241,27 @@ class UnlearningDataModule(L.LightningDataModule):
             return
         log_dir = trainer.log_dir  # a broadcast: every rank must ask, not only rank 0
         if trainer.is_global_zero and log_dir:
-            write_manifest(Path(log_dir) / MANIFEST_NAME, self.manifest)
+            target = Path(log_dir) / MANIFEST_NAME
+            if not target.exists():
+                write_manifest(target, self.manifest)
+            elif json.loads(target.read_text() or "null") != self.manifest:
+                # Checked before any write: a rerun into a finished run's folder keeps its split.
+                raise FileExistsError(
+                    f"'{target}' holds another split than this run's: the run folder belongs "
+                    "to another run. Choose another run (--run NAME) or trainer.logger "
+                    "save_dir; resume an interrupted run with its own settings and "
+                    "--ckpt_path last."
+                )
+
+    def record_cumulative_removal(self, removed_indices: list[int]) -> None:
+        """This run's result removes ``removed_indices`` (every cumulative request so far): its
+        manifest, in split.json and in the result checkpoint, lists them all."""
+        assert self.manifest is not None
+        request = {"kind": "cumulative", "last_request": self.manifest["request"]}
+        self.manifest = with_forget_indices(self.manifest, removed_indices, request)
+        trainer = self.trainer
+        if trainer is not None and trainer.is_global_zero and trainer.log_dir:
+            write_manifest(Path(trainer.log_dir) / MANIFEST_NAME, self.manifest)
 
     def state_dict(self) -> dict[str, Any]:
         # Saved in every checkpoint, so a model always says which samples it was trained on.

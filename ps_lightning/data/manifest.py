@@ -14,6 +14,9 @@ from ps_lightning.io import atomic_write_json
 MANIFEST_FORMAT = 1
 # The keys a run reads back from a manifest (build_manifest writes these and a few counts).
 MANIFEST_KEYS = ("dataset", "fingerprint", "request", "forget_indices", "calibration_test_indices")
+# A hash over every other field, so that a hand edit (ids, counts, the calibration half) is
+# detected when the manifest is read back, before its indices name the wrong samples.
+CONTENT_KEY = "content_sha256"
 
 
 def fingerprint(images: torch.Tensor, labels: torch.Tensor, transform: dict[str, Any]) -> str:
@@ -31,6 +34,32 @@ def fingerprint(images: torch.Tensor, labels: torch.Tensor, transform: dict[str,
     return digest.hexdigest()[:16]
 
 
+def manifest_content_hash(manifest: dict[str, Any]) -> str:
+    body = {k: v for k, v in manifest.items() if k != CONTENT_KEY}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def sealed(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest with its content hash (re)computed."""
+    body = {k: v for k, v in manifest.items() if k != CONTENT_KEY}
+    return {**body, CONTENT_KEY: manifest_content_hash(body)}
+
+
+def with_forget_indices(
+    manifest: dict[str, Any], forget_indices: list[int], request: dict[str, Any]
+) -> dict[str, Any]:
+    """The manifest of a result that removed ``forget_indices`` (e.g. a cumulative union)."""
+    return sealed(
+        {
+            **manifest,
+            "request": request,
+            "num_forget": len(forget_indices),
+            "num_retain": manifest["num_train"] - len(forget_indices),
+            "forget_indices": sorted(forget_indices),
+        }
+    )
+
+
 def build_manifest(
     dataset: str,
     train_fingerprint: str,
@@ -41,23 +70,25 @@ def build_manifest(
     forget_indices: torch.Tensor,
     calibration_indices: torch.Tensor,
 ) -> dict[str, Any]:
-    return {
-        "format": MANIFEST_FORMAT,
-        "dataset": dataset,
-        "fingerprint": train_fingerprint,
-        "num_train": num_train,
-        "num_test": num_test,
-        "num_classes": num_classes,
-        "request": request,
-        "num_forget": len(forget_indices),
-        "num_retain": num_train - len(forget_indices),
-        "forget_indices": forget_indices.tolist(),
-        "calibration_test_indices": calibration_indices.tolist(),
-    }
+    return sealed(
+        {
+            "format": MANIFEST_FORMAT,
+            "dataset": dataset,
+            "fingerprint": train_fingerprint,
+            "num_train": num_train,
+            "num_test": num_test,
+            "num_classes": num_classes,
+            "request": request,
+            "num_forget": len(forget_indices),
+            "num_retain": num_train - len(forget_indices),
+            "forget_indices": forget_indices.tolist(),
+            "calibration_test_indices": calibration_indices.tolist(),
+        }
+    )
 
 
 def write_manifest(path: str | Path, manifest: dict[str, Any]) -> None:
-    atomic_write_json(path, manifest)
+    atomic_write_json(path, sealed(manifest))
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:
@@ -80,6 +111,14 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     if missing:
         raise ValueError(
             f"'{file}' is not a complete ps-lightning split manifest: it lacks {missing}."
+        )
+    if manifest.get(CONTENT_KEY) != manifest_content_hash(manifest):
+        raise ValueError(
+            f"split manifest '{file}' was changed after it was written (its content does not "
+            f"match its {CONTENT_KEY}): its forget ids, counts or calibration half may no "
+            "longer be the split the models were trained on. Restore it (every checkpoint of "
+            "the run holds a copy under ps_lightning.data.split_manifest), or drop "
+            "data.split_manifest to draw a new split."
         )
     return manifest
 

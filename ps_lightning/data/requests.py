@@ -6,6 +6,7 @@ the same samples.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -49,27 +50,46 @@ def validate_request(
             raise ValueError(f"forget_classes={classes} names a class twice; list each once.")
 
 
+def ids_sha256(ids: list[int]) -> str:
+    """A request's identity: the hash of its sorted sample ids, whatever file holds them."""
+    return hashlib.sha256(json.dumps(sorted(ids)).encode()).hexdigest()
+
+
 def read_indices_file(path: str) -> list[int]:
     """A JSON list of integers, or one integer per line (blank lines and # comments ignored)."""
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"forget_indices_file '{file}' does not exist.")
     text = file.read_text()
-    try:
-        values = (
-            json.loads(text)
-            if text.lstrip().startswith("[")
-            else [line.split("#", 1)[0].strip() for line in text.splitlines()]
-        )
-        indices = [int(v) for v in values if v != ""]
-        if any(isinstance(v, (float, bool)) for v in values):
-            raise ValueError
-    except (ValueError, TypeError) as error:
+    expected = "a JSON list of integers like [3, 17, 42], or one integer per line"
+    if text.lstrip().startswith("["):
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f"forget_indices_file '{file}' is not valid JSON ({error.msg} at line "
+                f"{error.lineno} column {error.colno}); it must hold {expected}."
+            ) from None
+        if not isinstance(values, list):
+            raise ValueError(f"forget_indices_file '{file}' must hold {expected}.")
+        bad = [(n, v) for n, v in enumerate(values) if type(v) is not int]
+        where = "entry"
+    else:
+        lines = [(n + 1, line.split("#", 1)[0].strip()) for n, line in enumerate(text.splitlines())]
+        values = [value for _, value in lines if value]
+        bad = [(n, value) for n, value in lines if value and not _is_integer_text(value)]
+        where = "line"
+    if bad:
+        number, value = bad[0]
         raise ValueError(
-            f"forget_indices_file '{file}' must hold integers: a JSON list like [3, 17, 42] "
-            "or one integer per line."
-        ) from error
-    return indices
+            f"forget_indices_file '{file}': {where} {number} is {value!r}, not an integer "
+            f"({len(bad)} such entries); the file must hold {expected}."
+        )
+    return [int(v) for v in values]
+
+
+def _is_integer_text(text: str) -> bool:
+    return text.lstrip("+-").isdigit()
 
 
 def check_indices(

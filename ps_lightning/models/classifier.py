@@ -32,6 +32,8 @@ from ps_lightning.timing import RunTimer
 CHECKPOINT_FORMAT = 1
 # The one checkpoint later steps read: written once, atomically, when fit has finished.
 FINAL_CHECKPOINT = "model.ckpt"
+# The resumable snapshot of an unfinished run, rewritten after every epoch (`--ckpt_path last`).
+LAST_CHECKPOINT = "last"
 
 
 class ImageClassifier(L.LightningModule):
@@ -76,7 +78,12 @@ class ImageClassifier(L.LightningModule):
         # `last.ckpt` after every epoch, to resume an interrupted run (`--ckpt_path last`); it is
         # never taken for a finished model (its record says complete: false). `model.ckpt`, the
         # name later steps point at, is written by `on_fit_end` alone.
-        return [ModelCheckpoint(save_last=True, save_top_k=0), RunTimer()]
+        # `save_last` alone with save_top_k=0 writes last.ckpt only when training ends; the
+        # one kept "top" checkpoint without a monitor is the newest, saved every epoch.
+        return [
+            ModelCheckpoint(filename=LAST_CHECKPOINT, save_top_k=1, enable_version_counter=False),
+            RunTimer(),
+        ]
 
     def on_fit_start(self) -> None:
         # Metric states can stay shared between ddp_spawn ranks; start every fit from zero.
@@ -242,6 +249,17 @@ ARCHITECTURES: dict[str, type[ImageClassifier]] = {
 }
 
 
+def non_finite_tensors(state_dict: dict[str, Any]) -> list[str]:
+    """Names of the floating-point tensors holding NaN or ±inf."""
+    return [
+        name
+        for name, tensor in state_dict.items()
+        if isinstance(tensor, torch.Tensor)
+        and tensor.is_floating_point()
+        and not bool(torch.isfinite(tensor).all())
+    ]
+
+
 def load_classifier(path: str) -> tuple[ImageClassifier, dict[str, Any]]:
     """Rebuild a classifier from a ps-lightning checkpoint, safely (no unpickling).
 
@@ -267,6 +285,15 @@ def load_classifier(path: str) -> tuple[ImageClassifier, dict[str, Any]]:
             "run's snapshot, or a checkpoint of an earlier ps-lightning version). Resume that "
             "run with `--ckpt_path last`, or train it again, and use its checkpoints/model.ckpt."
         )
+    state_dict = checkpoint.get("state_dict")
+    if not isinstance(state_dict, dict):
+        raise ValueError(f"'{path}' holds no state_dict: it is not a ps-lightning checkpoint.")
+    not_finite = non_finite_tensors(state_dict)
+    if not_finite:
+        raise ValueError(
+            f"'{path}' holds NaN or infinite values in {not_finite[:5]}: the model diverged or "
+            "the file was damaged. Train it again (e.g. with a lower learning rate)."
+        )
     accepted = inspect.signature(cls).parameters
     # LightningCLI records the hyperparameters of the module it is building in a context
     # variable that every module built inside it would take as its own; shield this one.
@@ -276,7 +303,7 @@ def load_classifier(path: str) -> tuple[ImageClassifier, dict[str, Any]]:
     finally:
         _given_hyperparameters.reset(token)
     try:
-        model.load_state_dict(checkpoint["state_dict"])
+        model.load_state_dict(state_dict)
     except RuntimeError as error:
         raise ValueError(
             f"'{path}' does not hold {record['architecture']} weights: {error}"

@@ -20,7 +20,12 @@ from torch.utils.data import DataLoader
 from ps_lightning.data.datamodule import UnlearningDataModule
 from ps_lightning.distributed import gather_rows
 from ps_lightning.io import atomic_torch_save
-from ps_lightning.models.classifier import ImageClassifier, classifier_record, load_classifier
+from ps_lightning.models.classifier import (
+    ImageClassifier,
+    classifier_record,
+    load_classifier,
+    non_finite_tensors,
+)
 from ps_lightning.timing import RunTimer
 
 RESULT_CHECKPOINT = Path("checkpoints") / "model.ckpt"
@@ -170,4 +175,12 @@ class UnlearningModule(L.LightningModule):
     def on_fit_end(self) -> None:
         log_dir = self.trainer.log_dir
         if self.trainer.is_global_zero and log_dir:
-            atomic_torch_save(Path(log_dir) / RESULT_CHECKPOINT, self.result_checkpoint())
+            result = self.result_checkpoint()
+            not_finite = non_finite_tensors(result["state_dict"])
+            if not_finite:
+                raise ValueError(
+                    f"{type(self).__name__} produced NaN or infinite values in {not_finite[:5]}; "
+                    "no result was written. Lower the learning rate or check the original "
+                    f"checkpoint '{self.original_ckpt}'."
+                )
+            atomic_torch_save(Path(log_dir) / RESULT_CHECKPOINT, result)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -21,8 +21,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from ps_lightning.evaluation.figures import prototype_shift_figure, soft_label_figure
-from ps_lightning.unlearning.base import UnlearningModule
-from ps_lightning.unlearning.index import file_sha256, index_path, load_index, new_index, save_index
+from ps_lightning.unlearning.base import RESULT_CHECKPOINT, UnlearningModule
+from ps_lightning.unlearning.index import Ledger, LedgerState, classifier_content_hash
 from ps_lightning.unlearning.soft_labels import paper_cross_entropy, soft_cross_entropy, soft_labels
 from ps_lightning.unlearning.surgery import (
     accumulate_gram,
@@ -120,9 +120,11 @@ class PSUnlearnModule(UnlearningModule):
             logits) or ``paper`` (the reference code's: ``CrossEntropyLoss`` applied to the
             softmax of the logits, a double softmax; link4sourcecode/PS-Unlearning,
             ``PS-Unlearning/utils/models.py``, ``FT_relabel``).
-        use_index: cache the surgery index beside the original checkpoint and reuse it.
-        cumulative: successive requests against the same original model accumulate: the
-            result removes every sample of every earlier cumulative request too.
+        use_index: cache the surgery index beside the original checkpoint (the surgery ledger,
+            `ps_lightning.unlearning.index`) and reuse it.
+        cumulative: successive requests against the same original model accumulate, recorded
+            in the ledger under its lock: the result removes every sample of every earlier
+            cumulative request too, also of requests running at the same time.
         num_classes: set from the data; checked against the checkpoint.
         in_channels: set from the data; checked against the checkpoint.
     """
@@ -179,7 +181,7 @@ class PSUnlearnModule(UnlearningModule):
         self.register_buffer("original_bias", head.bias.detach().clone(), persistent=False)
         self.cache: dict[str, dict[str, torch.Tensor]] = {}
         self.index_built = False
-        self.removed_count = 0
+        self.removed_indices: list[int] = []
         self.stopped_at_epoch: int | None = None
         self.closest: tuple[float, int, torch.Tensor, torch.Tensor] | None = None
         self.restored_step: int | None = None
@@ -258,47 +260,52 @@ class PSUnlearnModule(UnlearningModule):
             feature_dtype = features.dtype
         return self.trainer.strategy.reduce(total, reduce_op="sum"), feature_dtype
 
+    @contextlib.contextmanager
+    def _ledger_transaction(self) -> Iterator[LedgerState | None]:
+        """The ledger held by global rank 0 alone (``None`` elsewhere and without the index):
+        the other processes receive its content by broadcast, so every process operates on the
+        same state while the lock is held."""
+        if not self.hparams.use_index or not self.trainer.is_global_zero:
+            yield None
+            return
+        model_hash = classifier_content_hash(self.model, self.datamodule.train_fingerprint)
+        ledger = Ledger(self.original_ckpt, model_hash)
+        with ledger.transaction(must_record=self.hparams.cumulative) as state:
+            yield state
+
     def _naive_surgery(self, forget_features: torch.Tensor) -> None:
         dm = self.datamodule
-        checkpoint_sha = file_sha256(self.original_ckpt)
-        path = index_path(self.original_ckpt)
-        index = None
-        if self.hparams.use_index:
-            index = load_index(path, checkpoint_sha, dm.train_fingerprint)
-        self.index_built = index is None
-        if index is None:
-            full_gram, feature_dtype = self._stream_gram()
-            index = new_index(checkpoint_sha, dm.train_fingerprint, full_gram, feature_dtype)
-        device = self.device
-        forget_gram = augmented_gram(forget_features)
-        if self.hparams.cumulative:
-            already = torch.tensor(sorted(index["removed_indices"]), dtype=torch.long)
-            is_new = ~torch.isin(dm.forget_indices, already)
-            new_ids = dm.forget_indices[is_new]
-            new_gram = forget_gram if bool(is_new.all()) else self._gram_of(new_ids)
-            index["removed_gram"] = index["removed_gram"] + new_gram.cpu()
-            index["removed_indices"] = sorted(set(index["removed_indices"]) | set(new_ids.tolist()))
-            forget_gram = index["removed_gram"].to(device)
-        self.removed_count = (
-            len(index["removed_indices"]) if self.hparams.cumulative else len(dm.forget_indices)
-        )
-        self._operate(index, forget_gram)
-        changed = self.index_built or self.hparams.cumulative
-        if self.hparams.use_index and changed and self.trainer.is_global_zero:
-            try:
-                save_index(path, index)
-            except OSError as error:
-                if self.hparams.cumulative:
-                    raise OSError(
-                        f"cannot record this cumulative request in '{path}' ({error}); later "
-                        "requests would not know these samples were removed. Make the folder "
-                        "writable, or drop cumulative."
-                    ) from error
-                warnings.warn(
-                    f"surgery index not cached at '{path}' ({error}); the next request "
-                    "rebuilds it.",
-                    stacklevel=1,
+        with self._ledger_transaction() as ledger:
+            shared = (ledger.tensors, ledger.removed_indices) if ledger is not None else None
+            tensors, removed = self.trainer.strategy.broadcast(shared) or (None, [])
+            self.index_built = tensors is None
+            if tensors is None:
+                full_gram, feature_dtype = self._stream_gram()
+                tensors = {
+                    "gram": full_gram.cpu(),
+                    "removed_gram": torch.zeros_like(full_gram).cpu(),
+                    # Empty: its dtype records the features' precision, which sets G⁺'s cutoff.
+                    "feature_dtype": torch.empty(0, dtype=feature_dtype),
+                }
+            forget_gram = augmented_gram(forget_features)
+            self.removed_indices = dm.forget_indices.tolist()
+            if self.hparams.cumulative:
+                is_new = ~torch.isin(dm.forget_indices, torch.tensor(removed, dtype=torch.long))
+                new_ids = dm.forget_indices[is_new]
+                new_gram = forget_gram if bool(is_new.all()) else self._gram_of(new_ids)
+                tensors = {**tensors, "removed_gram": tensors["removed_gram"] + new_gram.cpu()}
+                forget_gram = tensors["removed_gram"].to(self.device)
+                self.removed_indices = sorted(set(removed) | set(self.removed_indices))
+            self._operate(tensors, forget_gram)
+            if ledger is not None and (self.index_built or self.hparams.cumulative):
+                ledger.set_tensors(tensors)
+            if ledger is not None and self.hparams.cumulative:
+                result = Path(self.trainer.log_dir or ".") / RESULT_CHECKPOINT
+                ledger.record_request(
+                    dm.forget_indices.tolist(), self.hparams.method, str(result.resolve())
                 )
+        if self.hparams.cumulative:
+            dm.record_cumulative_removal(self.removed_indices)
 
     @intra_op_threads(HEAD_THREADS)
     def _operate(self, index: dict[str, Any], forget_gram: torch.Tensor) -> None:
@@ -314,7 +321,7 @@ class PSUnlearnModule(UnlearningModule):
         dim = full_gram.shape[0] if self.hparams.surgery_bias else full_gram.shape[0] - 1
         rtol = self.hparams.rcond
         if rtol == "auto":
-            rtol = noise_floor_rtol(dim, getattr(torch, index["feature_dtype"]))
+            rtol = noise_floor_rtol(dim, index["feature_dtype"].dtype)
         self.surgery_rtol = float(rtol)
         self.surgery_rank = truncated_pinv(full_gram[:dim, :dim], self.surgery_rtol)[1]
         new_weight, new_bias = naive_head_surgery(
@@ -325,6 +332,11 @@ class PSUnlearnModule(UnlearningModule):
             self.surgery_rtol,
             with_bias=self.hparams.surgery_bias,
         )
+        if not (torch.isfinite(new_weight).all() and torch.isfinite(new_bias).all()):
+            raise ValueError(
+                f"the surgery on '{self.original_ckpt}' produced non-finite prototypes; "
+                "nothing was written. Check the original checkpoint and its features."
+            )
         head.weight.data.copy_(new_weight)
         head.bias.data.copy_(new_bias)
 
@@ -480,7 +492,7 @@ class PSUnlearnModule(UnlearningModule):
         record = super().unlearning_record()
         record.update(
             {
-                "removed_samples": self.removed_count or len(self.datamodule.forget_indices),
+                "removed_samples": len(self.removed_indices) or len(self.datamodule.forget_indices),
                 "index_built": self.index_built,
                 "early_stop_used": self.trains and self.uses_early_stop,
                 "stopped_at_epoch": self.stopped_at_epoch,

@@ -1,0 +1,347 @@
+"""What the README's "Guarantees" promise, on digits through the real CLI: interrupted runs are
+never taken for finished ones and resume, concurrent cumulative requests remove the union,
+refused runs overwrite nothing, bad input gets the project's own message."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import torch
+from unlearning_fixtures import (
+    CONFIGS,
+    ROOT,
+    Original,
+    fc_weight,
+    load_checkpoint,
+    nothing_written,
+    original,
+    result_checkpoint,
+    run_cli,
+    unlearn,
+    write_indices,
+)
+
+from ps_lightning.cli import main
+from ps_lightning.io import atomic_torch_save, atomic_write_json
+from ps_lightning.models.classifier import load_classifier
+from ps_lightning.unlearning.index import Ledger, record_path
+
+__all__ = ["original"]  # fixtures used below
+
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+SHORT_EPOCHS = [
+    "--trainer.max_epochs", "8",
+    "--lr_scheduler.init_args.T_max", "8",
+    "--trainer.limit_train_batches", "2",
+    "--trainer.limit_val_batches", "1",
+    "--trainer.num_sanity_val_steps", "0",
+]  # fmt: skip
+
+
+def console(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from ps_lightning.cli import main; main()", *args]
+
+
+def cli_error(capsys: pytest.CaptureFixture, *args: str) -> str:
+    """Run `ps-lightning ARGS`, expecting the project's error exit; returns its message."""
+    with (
+        mock.patch.object(sys, "argv", ["ps-lightning", *args]),
+        pytest.raises(SystemExit) as ended,
+    ):
+        main()
+    assert ended.value.code == 2
+    return capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- interrupted training
+
+
+def test_a_run_killed_during_training_is_not_taken_for_finished_and_resumes(
+    tmp_path: Path,
+) -> None:
+    runs = tmp_path / "runs"
+    run_dir = runs / "digits" / "expid0" / "original"
+    args = [
+        "fit",
+        "--config", str(CONFIGS / "original.yaml"),
+        "--run", "expid0/original",
+        "--trainer.logger.init_args.save_dir", str(runs),
+        "--seed_everything", "0",
+        *QUIET,
+        *SHORT_EPOCHS,
+    ]  # fmt: skip
+    last = run_dir / "checkpoints" / "last.ckpt"
+    with open(tmp_path / "training.log", "w") as log:
+        training = subprocess.Popen(console(*args), stdout=log, stderr=log)
+    try:
+        while not last.exists() and training.poll() is None:
+            time.sleep(0.005)
+        training.send_signal(signal.SIGKILL)  # kill -9 at the end of the first epoch
+    finally:
+        training.wait()
+    assert training.returncode == -signal.SIGKILL, (tmp_path / "training.log").read_text()
+    snapshot = torch.load(last, weights_only=True)
+    assert snapshot["epoch"] < 8 and snapshot["ps_lightning"]["complete"] is False
+
+    # Nothing downstream accepts it: no model.ckpt, and the snapshot is refused by name.
+    final = run_dir / "checkpoints" / "model.ckpt"
+    assert not final.exists()
+    with pytest.raises(ValueError, match=r"not a finished model.*--ckpt_path last"):
+        load_classifier(str(last))
+    with pytest.raises(ValueError, match="not a finished model"):
+        unlearn(tmp_path / "unlearn", "naive", last, manifest=run_dir / "split.json")
+    assert nothing_written(tmp_path / "unlearn")
+
+    # make does not skip the step: it resumes it.
+    planned = subprocess.run(
+        ["make", "-n", "-C", str(ROOT), "chain", "DATASET=digits", f"RUNS_DIR={runs}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    original_step, later_steps = planned.split("original.yaml", 1)[1].split("retrain.yaml", 1)
+    assert "--ckpt_path last" in original_step and "--ckpt_path last" not in later_steps
+
+    # Rerun without resuming: refused with the way out; the split is not touched.
+    split = (run_dir / "split.json").read_bytes()
+    with pytest.raises(FileExistsError, match=r"interrupted run.*--ckpt_path last"):
+        run_cli(
+            "fit", "original.yaml", runs, "expid0/original", "--seed_everything", "0", *SHORT_EPOCHS
+        )
+    assert not final.exists() and (run_dir / "split.json").read_bytes() == split
+
+    run_cli(
+        "fit", "original.yaml", runs, "expid0/original", "--seed_everything", "0",
+        *SHORT_EPOCHS, "--ckpt_path", "last",
+    )  # fmt: skip
+    finished = torch.load(final, weights_only=True)
+    assert finished["ps_lightning"]["complete"] is True
+    # It continued from the snapshot (steps counted on), not from scratch.
+    assert finished["global_step"] == 8 * 2 and finished["epoch"] == 8
+    load_classifier(str(final))
+
+
+def test_resuming_with_other_settings_or_a_finished_run_is_refused(
+    original: Original, tmp_path: Path
+) -> None:
+    run_dir = original.ckpt.parents[1]
+    with pytest.raises(FileExistsError, match="finished run"):
+        run_cli("fit", "original.yaml", run_dir.parents[1], run_dir.name, "--ckpt_path", "last")
+
+
+# --------------------------------------------------------------------------- concurrency, real CLI
+
+
+def test_two_concurrent_cumulative_cli_requests_end_with_the_union_removed(
+    original: Original, tmp_path: Path
+) -> None:
+    ckpt = original.copy_to(tmp_path / "original")
+    requests = {"a": [0, 5, 9, 17, 30], "b": [9, 40, 41, 100, 101]}
+    union = sorted(set(requests["a"]) | set(requests["b"]))
+    processes = []
+    for name, ids in requests.items():
+        indices_file = write_indices(tmp_path / f"{name}.json", ids)
+        args = [
+            "fit",
+            "--config", str(CONFIGS / "naive_ps.yaml"),
+            "--run", name,
+            "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
+            "--model.init_args.original_ckpt", str(ckpt),
+            "--model.init_args.cumulative", "true",
+            "--data.init_args.split_manifest", "null",
+            "--data.init_args.forget", "indices",
+            "--data.init_args.forget_indices_file", str(indices_file),
+            *QUIET,
+        ]  # fmt: skip
+        log = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115 (closed below)
+        processes.append((subprocess.Popen(console(*args), stdout=log, stderr=log), log))
+    for process, log in processes:
+        assert process.wait(timeout=600) == 0, Path(log.name).read_text()
+        log.close()
+
+    record = json.loads(record_path(ckpt).read_text())
+    assert record["removed_indices"] == union
+    last_writer = Path(record["requests"][-1]["result_checkpoint"])
+    assert (
+        load_checkpoint(last_writer)["ps_lightning"]["data"]["split_manifest"]["forget_indices"]
+        == union
+    )
+    once = unlearn(
+        tmp_path / "runs",
+        "union-once",
+        original.copy_to(tmp_path / "fresh"),
+        "--data.init_args.forget", "indices",
+        "--data.init_args.forget_indices_file", str(write_indices(tmp_path / "u.json", union)),
+    )  # fmt: skip
+    torch.testing.assert_close(fc_weight(last_writer), fc_weight(once), rtol=0, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- nothing overwritten
+
+
+def test_a_refused_rerun_leaves_the_finished_runs_split_and_result(
+    original: Original, tmp_path: Path
+) -> None:
+    ckpt = original.copy_to(tmp_path / "original")
+    result = unlearn(tmp_path / "runs", "naive", ckpt, manifest=original.manifest)
+    run_dir = result.parents[1]
+    before = {p.name: p.read_bytes() for p in (run_dir / "split.json", result)}
+    with pytest.raises(FileExistsError, match="another split than this run's"):
+        unlearn(tmp_path / "runs", "naive", ckpt, "--data.init_args.forget_ratio", "0.3")
+    with pytest.raises(FileExistsError, match="finished run"):
+        unlearn(tmp_path / "runs", "naive", ckpt, manifest=original.manifest)
+    assert {p.name: p.read_bytes() for p in (run_dir / "split.json", result)} == before
+
+
+def test_a_checkpoint_with_nan_or_inf_weights_is_refused(
+    original: Original, tmp_path: Path
+) -> None:
+    checkpoint = load_checkpoint(original.ckpt)
+    for value in (float("nan"), float("inf")):
+        checkpoint["state_dict"]["net.fc.weight"][0, 0] = value
+        broken = tmp_path / "broken" / "model.ckpt"
+        atomic_torch_save(broken, checkpoint)
+        with pytest.raises(ValueError, match=r"NaN or infinite values in \['net.fc.weight'\]"):
+            load_classifier(str(broken))
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            unlearn(tmp_path / "runs", "naive", broken, manifest=original.manifest)
+        assert nothing_written(tmp_path / "runs")
+
+
+def test_a_full_disk_is_reported_by_file_and_leaves_the_old_file(tmp_path: Path) -> None:
+    target = tmp_path / "index.pt"
+    atomic_torch_save(target, {"old": torch.zeros(2)})
+    old = target.read_bytes()
+    # A file-size limit makes the write fail as a full device does (EFBIG instead of ENOSPC).
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))
+    try:
+        with pytest.raises(OSError, match=r"no room to write '.*index\.pt' \(.* bytes\)"):
+            atomic_torch_save(target, {"new": torch.zeros(100_000)})
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    assert target.read_bytes() == old
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index.pt"]
+
+
+def test_temporaries_of_killed_writers_are_removed_on_the_next_write(tmp_path: Path) -> None:
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    stale = tmp_path / f".split.json.{finished.pid}.x1y2.tmp"  # its writer no longer runs
+    live = tmp_path / f".split.json.{os.getpid()}.a3b4.tmp"  # a writer still at work
+    stale.write_text("{")
+    live.write_text("{")
+    atomic_write_json(tmp_path / "split.json", {"ok": True})
+    assert not stale.exists() and live.exists()
+
+
+def test_a_writer_killed_before_its_rename_leaves_a_temporary_the_next_write_removes(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "model.ckpt.surgery-index.pt"
+    code = (
+        "import os\n"
+        "from ps_lightning import io\n"
+        "os.replace = lambda *args: os.kill(os.getpid(), 9)  # killed between write and rename\n"
+        f"io.atomic_write({str(target)!r}, lambda handle: handle.write(b'index'))\n"
+    )
+    killed = subprocess.run([sys.executable, "-c", code], timeout=120)
+    assert killed.returncode == -signal.SIGKILL
+    assert [p.name.endswith(".tmp") for p in tmp_path.iterdir()] == [True]
+    with Ledger(tmp_path / "model.ckpt", "h").transaction() as state:
+        state.set_tensors({"gram": torch.eye(2)})
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+# --------------------------------------------------------------------------- the CLI's messages
+
+
+@pytest.mark.parametrize(
+    ("content", "names"),
+    [("[1.5, 2]", "entry 0 is 1.5, not an integer"), ("abc", "line 1 is 'abc', not an integer")],
+    ids=["float", "word"],
+)
+def test_the_cli_shows_the_projects_message_for_a_bad_indices_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture, content: str, names: str
+) -> None:
+    file = tmp_path / "forget.json"
+    file.write_text(content)
+    message = cli_error(
+        capsys,
+        "fit",
+        "--config", str(CONFIGS / "retrain.yaml"),
+        "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
+        "--data.init_args.forget", "indices",
+        "--data.init_args.forget_indices_file", str(file),
+    )  # fmt: skip
+    assert names in message and str(file) in message
+    assert nothing_written(tmp_path / "runs")
+
+
+def test_the_cli_shows_the_ledgers_message_not_the_innermost_error(
+    original: Original, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    ckpt = original.copy_to(tmp_path / "original")
+    unlearn(
+        tmp_path / "runs",
+        "a",
+        ckpt,
+        "--model.init_args.cumulative",
+        "true",
+        manifest=original.manifest,
+    )
+    index = ckpt.with_name(ckpt.name + ".surgery-index.pt")
+    index.write_bytes(index.read_bytes()[:50])
+    message = cli_error(
+        capsys,
+        "fit",
+        "--config", str(CONFIGS / "naive_ps.yaml"),
+        "--run", "b",
+        "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
+        "--model.init_args.original_ckpt", str(ckpt),
+        "--model.init_args.cumulative", "true",
+        "--data.init_args.split_manifest", str(original.manifest),
+    )  # fmt: skip
+    assert "cannot be used: it cannot be read" in message
+    assert "1 cumulative requests removing 15 samples" in message
+    assert not result_checkpoint(tmp_path / "runs" / "digits" / "b").exists()
+
+
+def test_a_full_disk_during_a_cumulative_request_shows_the_ledgers_message(
+    original: Original, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    ckpt = original.copy_to(tmp_path / "original")
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, hard))  # below the index's size
+    try:
+        message = cli_error(
+            capsys,
+            "fit",
+            "--config", str(CONFIGS / "naive_ps.yaml"),
+            "--run", "a",
+            "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
+            "--model.init_args.original_ckpt", str(ckpt),
+            "--model.init_args.cumulative", "true",
+            "--data.init_args.split_manifest", str(original.manifest),
+        )  # fmt: skip
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    # The outermost of the project's errors (each adds what it knows), not the innermost.
+    assert message.startswith("ps-lightning: error: cannot write the surgery ledger")
+    assert "no room to write" in message and "drop cumulative" in message
+    assert not result_checkpoint(tmp_path / "runs" / "digits" / "a").exists()
+    assert not record_path(ckpt).exists()
