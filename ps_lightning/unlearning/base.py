@@ -26,6 +26,11 @@ from ps_lightning.timing import RunTimer
 RESULT_CHECKPOINT = Path("checkpoints") / "model.ckpt"
 
 
+def check_finite(tensor: torch.Tensor) -> bool:
+    """Whether every value of ``tensor`` is finite (integer tensors always are)."""
+    return not tensor.is_floating_point() or bool(torch.isfinite(tensor).all())
+
+
 class UnlearningModule(L.LightningModule):
     """Base of the unlearning methods.
 
@@ -168,6 +173,17 @@ class UnlearningModule(L.LightningModule):
         checkpoint.update(self.result_checkpoint(complete=False))
 
     def on_fit_end(self) -> None:
+        broken = [
+            name for name, value in self.model.state_dict().items() if not check_finite(value)
+        ]
+        if broken:
+            # A diverged method (e.g. gradient ascent at too high a learning rate) must fail
+            # here, not hand NaN weights to the evaluation.
+            raise FloatingPointError(
+                f"{type(self).__name__} produced non-finite weights in {len(broken)} tensors "
+                f"(first: {broken[0]}); no result was written. Lower the learning rate or the "
+                "epochs of this method."
+            )
         log_dir = self.trainer.log_dir
         if self.trainer.is_global_zero and log_dir:
             atomic_torch_save(Path(log_dir) / RESULT_CHECKPOINT, self.result_checkpoint())
