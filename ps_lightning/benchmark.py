@@ -127,9 +127,10 @@ def cli_value(value: Any) -> str:
 
 
 def point_name(method: str, point: dict[str, Any]) -> str:
-    """A run and table name for a grid point: letters, digits, ``.``, ``_`` and ``-`` only."""
+    """A run and table name for a grid point: letters, digits, ``_`` and ``-`` only (the
+    evaluation names a submodule after it, which may hold no ``.``: 0.01 reads ``0p01``)."""
     parts = [f"{key}-{cli_value(value)}" for key, value in point.items()]
-    return re.sub(r"[^A-Za-z0-9._-]", "_", "__".join([method, *parts]))
+    return re.sub(r"[^A-Za-z0-9_-]", "_", "__".join([method, *parts]).replace(".", "p"))
 
 
 def point_overrides(point: dict[str, Any]) -> list[str]:
@@ -480,6 +481,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown methods {unknown}; known: {sorted(METHODS)} (or use --variant)")
     if (args.grid is None) != (not args.select_seeds):
         parser.error("--grid and --select-seeds go together.")
+    if args.grid is not None and not args.grid.is_file():
+        parser.error(f"grid file '{args.grid}' not found (see benchmarks/grids/).")
     if set(args.select_seeds) & set(args.seeds):
         parser.error(
             f"selection seeds {args.select_seeds} overlap the report seeds {args.seeds}: a "

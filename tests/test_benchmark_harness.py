@@ -113,7 +113,7 @@ def test_selection_takes_the_lowest_mean_gap_and_never_a_point_that_failed() -> 
 
 def test_a_grid_point_is_a_safe_run_name_and_model_overrides(tmp_path: Path) -> None:
     point = {"lr": 0.0005, "early_stop": "off", "train_augmentation": True}
-    assert point_name("scrub", point) == "scrub__lr-0.0005__early_stop-off__train_augmentation-true"
+    assert point_name("scrub", point) == "scrub__lr-0p0005__early_stop-off__train_augmentation-true"
     assert point_overrides(point) == [
         "--model.init_args.lr",
         "0.0005",

@@ -14,6 +14,7 @@ import torch
 from unlearning_fixtures import Original, original
 
 from ps_lightning.data import DigitsDataModule
+from ps_lightning.data.datamodule import SequentialPartsSampler
 from ps_lightning.unlearning import SCRUB, GradientAscent, RandomLabel, SalUn
 
 __all__ = ["original"]  # fixture used below
@@ -137,3 +138,19 @@ def test_a_method_with_non_finite_weights_fails_and_writes_nothing(
     with pytest.raises(FloatingPointError, match="non-finite weights"):
         module.on_fit_end()
     assert not any(tmp_path.iterdir())
+
+
+def test_sequential_passes_shard_each_part_evenly_across_processes() -> None:
+    sizes, batch_sizes = {"forget": 5, "retain": 11}, {"forget": 2, "retain": 4}
+    shards = [
+        list(SequentialPartsSampler(sizes, batch_sizes, seed=0, num_replicas=2, rank=rank))
+        for rank in (0, 1)
+    ]
+    # Every process takes as many steps (DDP would hang otherwise), parts in the same order.
+    assert [part for part, _ in shards[0]] == [part for part, _ in shards[1]]
+    assert len(shards[0]) == len(SequentialPartsSampler(sizes, batch_sizes, 0, 2, 0))
+    for part, size in sizes.items():
+        rows = [row for shard in shards for p, batch in shard if p == part for row in batch]
+        assert set(rows) == set(range(size))  # together they cover the part
+        assert len(rows) == -(-size // 2) * 2  # padded by at most one repeat per process
+        assert all(len(b) <= batch_sizes[part] for s in shards for p, b in s if p == part)
