@@ -45,7 +45,7 @@ class FakeSteps:
             models = {
                 n: {
                     "metrics": dict.fromkeys(METRICS, 0.5),
-                    "gap_to_retrain": {"avg_gap": 0.1},
+                    "gap_to_retrain": {"avg_gap": 0.1, "avg_gap_without_mia": 0.2},
                     "timing": {},
                 }
                 for n in names
