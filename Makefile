@@ -43,7 +43,7 @@ FROM_ORIGINAL := --model.init_args.original_ckpt $(ORIGINAL_CKPT)
 # (from its last.ckpt where it has one), never skipped and never refused.
 RESUME = $(if $(wildcard $(1)/config.yaml),--ckpt_path last)
 
-.PHONY: help install demo test lint tensorboard chain bench digits mnist fashion_mnist cifar10 cifar100 \
+.PHONY: help install demo test lint tensorboard chain bench bench-cifar10-random digits mnist fashion_mnist cifar10 cifar100 \
 	tinyimagenet fashion_mnist-data clean-runs
 
 help:
@@ -56,6 +56,8 @@ help:
 	@echo "make tensorboard   TensorBoard on $(RUNS_DIR)"
 	@echo "variables: SEED EXPID RATIO CLASSES DATA_DIR RUNS_DIR ACCELERATOR DEVICES PRECISION MAX_EPOCHS"
 	@echo "           bench: SEEDS SCENARIOS METHODS ISOLATE=1 (each step in its own process: peak memory)"
+	@echo "                  SELECT=1 (choose each method's values on SELECT_SEEDS by GRID, report on SEEDS)"
+	@echo "make bench-cifar10-random   the SalUn / l1-sparse papers' random-10% CIFAR-10 setting (GPU)"
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -122,16 +124,31 @@ $(REQUEST_DIR)/evaluate/table.md: $(ORIGINAL_CKPT) $(foreach s,retrain naive_ps 
 		--model.init_args.checkpoints '{original: $(ORIGINAL_CKPT), retrain: $(REQUEST_DIR)/retrain/checkpoints/model.ckpt, naive_ps: $(REQUEST_DIR)/naive_ps/checkpoints/model.ckpt, ps: $(REQUEST_DIR)/ps/checkpoints/model.ckpt}'
 
 # The benchmark harness (python -m ps_lightning.benchmark): resumable, results in
-# benchmarks/results/<dataset>-<scenario>.{md,json}.
-SEEDS ?= 0 1 2 3 4
+# benchmarks/results/<dataset>-<scenario>.{md,json}. SELECT=1: each method's values are first
+# chosen on SELECT_SEEDS by the grid benchmarks/grids/<dataset>.yaml (lowest mean avg gap; written
+# to benchmarks/results/<dataset>-selection.{md,json}), then reported on SEEDS (default 3 4 5).
+# MAX_EPOCHS: original and retrain training epochs (and their schedule), as for make <dataset>.
+SELECT ?=
+SELECT_SEEDS ?= 0 1 2
+SEEDS ?= $(if $(SELECT),3 4 5,0 1 2 3 4)
 SCENARIOS ?= subclass random wholeclass
 METHODS ?=
+GRID ?= benchmarks/grids/$(DATASET).yaml
 bench: $(STAMP)
 	$(BIN)/python -m ps_lightning.benchmark --dataset $(DATASET) --seeds $(SEEDS) \
 		--scenarios $(SCENARIOS) $(if $(METHODS),--methods $(METHODS)) \
+		$(if $(SELECT),--grid $(GRID) --select-seeds $(SELECT_SEEDS)) \
+		$(if $(MAX_EPOCHS),--max-epochs $(MAX_EPOCHS)) \
 		--runs-dir $(RUNS_DIR)/bench --out benchmarks/results $(if $(ISOLATE),--isolate) \
 		--trainer-arg=--trainer.accelerator=$(ACCELERATOR) --trainer-arg=--trainer.devices=$(DEVICES) \
 		--trainer-arg=--trainer.precision=$(PRECISION) --trainer-arg=--data.init_args.data_dir=$(DATA_DIR)
+
+# The SalUn / l1-sparse papers' "random 10%" request on CIFAR-10 (10% of the training set drawn
+# at random), every method side by side; a GPU job (hours), never run by the tests. Their model
+# is ResNet-18; this project's CIFAR-10 network is the paper's ResNet20 (see README).
+bench-cifar10-random:
+	@$(MAKE) --no-print-directory bench DATASET=cifar10 SCENARIOS=random ACCELERATOR=gpu \
+		SEEDS="$(SEEDS)" $(if $(SELECT),SELECT=1)
 
 clean-runs:
 	rm -rf $(RUNS_DIR)

@@ -9,14 +9,26 @@ model on the request's retain set (the request is drawn with the same seed); the
 unlearns from that original model, and one evaluation scores all of them together. Finished
 steps are cached by a hash of their full command line, so an interrupted run resumes.
 Results: ``<out>/<dataset>-<scenario>.md`` and ``.json`` with mean ± std over seeds.
+
+A method whose step fails (e.g. non-finite weights) is recorded as failed for that seed and the
+benchmark goes on without it. ``--max-epochs N`` shortens the original and retrain training
+(and their cosine schedule) as ``make <dataset> MAX_EPOCHS=N`` does.
+
+One selection rule for every method (``--grid benchmarks/grids/<dataset>.yaml --select-seeds
+...``): each method's grid points (any model init argument can be an axis) run on the
+selection seeds, the point with the lowest mean avg gap over those seeds and the scenarios is
+chosen, written to ``<out>/<dataset>-selection.{md,json}``, and only the chosen point runs on
+the report seeds (``--seeds``), whose results alone fill the tables.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import math
+import re
 import shutil
 import statistics
 import subprocess
@@ -24,6 +36,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from ps_lightning.io import atomic_write_json, atomic_write_text
 
@@ -62,6 +76,8 @@ METHODS: dict[str, tuple[str, list[str]]] = {
             "bias",
             "--model.init_args.method",
             "ps",
+            "--model.init_args.loss",
+            "paper",
         ],
     ),
     "ps": ("ps.yaml", []),
@@ -101,13 +117,92 @@ def parse_variant(text: str) -> tuple[str, tuple[str, list[str]]]:
     return name, (config, overrides)
 
 
+def grid_points(axes: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Every combination of the axes' values, in the grid file's order."""
+    names = list(axes)
+    return [dict(zip(names, values, strict=True)) for values in itertools.product(*axes.values())]
+
+
+def cli_value(value: Any) -> str:
+    """A grid value as a command-line value (YAML booleans and numbers as JSON writes them)."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def point_name(method: str, point: dict[str, Any]) -> str:
+    """A run and table name for a grid point: letters, digits, ``_`` and ``-`` only (the
+    evaluation names a submodule after it, which may hold no ``.``: 0.01 reads ``0p01``)."""
+    parts = [f"{key}-{cli_value(value)}" for key, value in point.items()]
+    return re.sub(r"[^A-Za-z0-9_-]", "_", "__".join([method, *parts]).replace(".", "p"))
+
+
+def point_overrides(point: dict[str, Any]) -> list[str]:
+    return [
+        arg
+        for key, value in point.items()
+        for arg in (f"--model.init_args.{key}", cli_value(value))
+    ]
+
+
+def read_grid(path: Path, methods: dict[str, tuple[str, list[str]]]) -> dict[str, list[dict]]:
+    """``{method: {init_arg: [values]}}`` from a YAML file; methods not in it run as shipped."""
+    grid = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(grid, dict) or not all(
+        isinstance(axes, dict) and all(isinstance(v, list) and v for v in axes.values())
+        for axes in grid.values()
+    ):
+        raise ValueError(
+            f"grid file '{path}': expected {{method: {{model_init_arg: [value, ...]}}}} with "
+            "non-empty value lists."
+        )
+    unknown = sorted(set(grid) - set(methods))
+    if unknown:
+        raise ValueError(f"grid file '{path}' names methods not benchmarked: {unknown}.")
+    return {method: grid_points(axes) for method, axes in grid.items()}
+
+
+def select(scores: dict[str, list[float]], points: dict[str, dict[str, Any]]) -> tuple[str, float]:
+    """The point with the lowest mean score (avg gap over selection seeds and scenarios); a
+    point failed or not finite in any run is never chosen."""
+    means = {
+        name: statistics.fmean(values) if all(math.isfinite(v) for v in values) else math.inf
+        for name, values in scores.items()
+    }
+    best = min(points, key=lambda name: means[name])
+    if not math.isfinite(means[best]):
+        raise RuntimeError(f"every grid point of {sorted(points)} failed; nothing to select.")
+    return best, means[best]
+
+
+class StepFailed(RuntimeError):
+    """A benchmarked method's step failed; the benchmark records it and goes on."""
+
+
 class Harness:
-    def __init__(self, dataset: str, runs_dir: Path, isolate: bool, extra: list[str]) -> None:
+    def __init__(
+        self,
+        dataset: str,
+        runs_dir: Path,
+        isolate: bool,
+        extra: list[str],
+        max_epochs: int | None = None,
+    ) -> None:
         self.dataset = dataset
         self.configs = Path("configs") / dataset
         self.runs_dir = runs_dir
         self.isolate = isolate
         self.extra = extra
+        # Only for original and retrain training: without it, their command lines (and so the
+        # cache keys of runs made before this option existed) are unchanged.
+        self.training = (
+            []
+            if max_epochs is None
+            else [
+                "--trainer.max_epochs",
+                str(max_epochs),
+                "--lr_scheduler.init_args.T_max",
+                str(max_epochs),
+            ]
+        )
 
     def step(self, subcommand: str, config: str, run: str, args: list[str]) -> Path:
         """Run one CLI step unless its cached result exists; return its run directory."""
@@ -131,15 +226,23 @@ class Harness:
         ]
         print(f"  running {run} …", flush=True)
         if self.isolate:
-            subprocess.run(
+            finished = subprocess.run(
                 [sys.executable, "-m", "ps_lightning.cli", *command],
-                check=True,
                 stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
             )
+            if finished.returncode:
+                sys.stderr.write(finished.stderr)
+                lines = finished.stderr.strip().splitlines() or [f"exit {finished.returncode}"]
+                raise StepFailed(lines[-1])
         else:
             from ps_lightning.cli import cli_main
 
-            cli_main(command)
+            try:
+                cli_main(command)
+            except Exception as error:  # any method error: recorded, the benchmark goes on
+                raise StepFailed(f"{type(error).__name__}: {error}") from error
         return run_dir
 
     def seed_run(
@@ -151,32 +254,45 @@ class Harness:
             "fit",
             "original.yaml",
             f"s{seed}-original",
-            ["--seed_everything", str(seed)],
+            ["--seed_everything", str(seed), *self.training],
         )
         retrain = self.step(
             "fit",
             "retrain.yaml",
             f"s{seed}-{scenario}-retrain",
-            ["--seed_everything", str(seed), *request, "--data.init_args.split_manifest", "null"],
+            [
+                "--seed_everything",
+                str(seed),
+                *request,
+                "--data.init_args.split_manifest",
+                "null",
+                *self.training,
+            ],
         )
         manifest = ["--data.init_args.split_manifest", str(retrain / "split.json")]
         checkpoints = {
             "original": original / "checkpoints/model.ckpt",
             "retrain": retrain / "checkpoints/model.ckpt",
         }
+        failed: dict[str, str] = {}
         for name, (config, overrides) in methods.items():
-            run = self.step(
-                "fit",
-                config,
-                f"s{seed}-{scenario}-{name}",
-                [
-                    *request,
-                    *manifest,
-                    "--model.init_args.original_ckpt",
-                    str(checkpoints["original"]),
-                    *overrides,
-                ],
-            )
+            try:
+                run = self.step(
+                    "fit",
+                    config,
+                    f"s{seed}-{scenario}-{name}",
+                    [
+                        *request,
+                        *manifest,
+                        "--model.init_args.original_ckpt",
+                        str(checkpoints["original"]),
+                        *overrides,
+                    ],
+                )
+            except StepFailed as error:
+                print(f"  {name} FAILED: {error}", flush=True)
+                failed[name] = str(error)
+                continue
             checkpoints[name] = run / "checkpoints/model.ckpt"
         listing = "{" + ", ".join(f"{k}: {v}" for k, v in checkpoints.items()) + "}"
         evaluation = self.step(
@@ -192,14 +308,17 @@ class Harness:
                 "retrain",
             ],
         )
-        return json.loads((evaluation / "metrics.json").read_text())
+        summary = json.loads((evaluation / "metrics.json").read_text())
+        summary["failed"] = failed
+        return summary
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and std of the finite values; the std is NaN (not 0) for a single value."""
     values = [v for v in values if v is not None and not math.isnan(v)]
     if not values:
         return float("nan"), float("nan")
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan
 
 
 def aggregate(
@@ -208,8 +327,9 @@ def aggregate(
     """Mean and std over seeds of every metric, gap and time, per model, in ``names`` order."""
     table: dict[str, dict[str, tuple[float, float]]] = {}
     for name in names:
-        rows = [summary["models"][name] for summary in per_seed]
-        retrain_rows = [summary["models"][summary["retrain"]] for summary in per_seed]
+        present = [summary for summary in per_seed if name in summary["models"]]
+        rows = [summary["models"][name] for summary in present]
+        retrain_rows = [summary["models"][summary["retrain"]] for summary in present]
         columns = {metric: [r["metrics"][metric] for r in rows] for metric in METRICS}
         for gap in ("avg_gap", "avg_gap_without_mia"):
             columns[gap] = [r["gap_to_retrain"][gap] for r in rows]
@@ -222,6 +342,8 @@ def aggregate(
         ]
         columns["peak_host_mib"] = [(r.get("timing") or {}).get("peak_host_mib") for r in rows]
         table[name] = {key: _mean_std(values) for key, values in columns.items()}
+        failures = len(per_seed) - len(present)
+        table[name]["failed_seeds"] = (float(failures), math.nan)
     return table
 
 
@@ -263,19 +385,49 @@ def markdown(dataset: str, scenario: str, seeds: list[int], table: dict, isolate
         header.append("peak host MiB")
         keys.append("peak_host_mib")
     lines = [
-        f"### {dataset} — {scenario} (mean ± std over seeds {seeds})",
+        f"### {dataset} — {scenario} "
+        + (f"(mean ± std over seeds {seeds})" if len(seeds) > 1 else f"(seed {seeds[0]})"),
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]
+    wide = ("fit_seconds", "speedup_vs_retrain", "peak_host_mib", "relearn_steps")
     for name, row in table.items():
-        cells = [name]
+        failures = int(row.get("failed_seeds", (0.0, math.nan))[0])
+        label = name if not failures else f"{name} (failed on {failures} of {len(seeds)} seeds)"
+        cells = [label]
         for key in keys:
             mean, std = row[key]
-            wide = ("fit_seconds", "speedup_vs_retrain", "peak_host_mib", "relearn_steps")
             digits = 1 if key in wide else 3
-            cells.append("–" if math.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}")
+            if math.isnan(mean):
+                cells.append("failed" if failures == len(seeds) else "–")
+            elif math.isnan(std):
+                cells.append(f"{mean:.{digits}f}")
+            else:
+                cells.append(f"{mean:.{digits}f} ± {std:.{digits}f}")
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def selection_markdown(
+    dataset: str, scenarios: list[str], seeds: list[int], selection: dict[str, Any]
+) -> str:
+    lines = [
+        f"### {dataset} — selection (mean avg gap over seeds {seeds} × scenarios {scenarios})",
+        "",
+        "Never reported: these seeds serve only to choose each method's values.",
+        "",
+        "| method | grid point | mean avg gap | chosen |",
+        "|---|---|---|---|",
+    ]
+    for method, result in selection.items():
+        for name, entry in result["points"].items():
+            gap = entry["mean_avg_gap"]
+            shown = "failed" if not math.isfinite(gap) else f"{gap:.4f}"
+            point = ", ".join(f"{k}={cli_value(v)}" for k, v in entry["values"].items())
+            lines.append(
+                f"| {method} | {point} | {shown} | {'✓' if name == result['chosen'] else ''} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -301,6 +453,25 @@ def main(argv: list[str] | None = None) -> None:
         help="run each step in its own process (needed for peak-memory figures)",
     )
     parser.add_argument(
+        "--max-epochs",
+        type=int,
+        default=None,
+        help="epochs of original and retrain training (their cosine T_max follows)",
+    )
+    parser.add_argument(
+        "--grid",
+        type=Path,
+        default=None,
+        help="YAML {method: {model_init_arg: [values]}}: select each method's values first",
+    )
+    parser.add_argument(
+        "--select-seeds",
+        type=int,
+        nargs="+",
+        default=[],
+        help="seeds of the selection (never reported); needs --grid, disjoint from --seeds",
+    )
+    parser.add_argument(
         "--trainer-arg",
         action="append",
         default=[],
@@ -310,10 +481,21 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [m for m in args.methods if m not in METHODS]
     if unknown:
         parser.error(f"unknown methods {unknown}; known: {sorted(METHODS)} (or use --variant)")
+    if (args.grid is None) != (not args.select_seeds):
+        parser.error("--grid and --select-seeds go together.")
+    if args.grid is not None and not args.grid.is_file():
+        parser.error(f"grid file '{args.grid}' not found (see benchmarks/grids/).")
+    if set(args.select_seeds) & set(args.seeds):
+        parser.error(
+            f"selection seeds {args.select_seeds} overlap the report seeds {args.seeds}: a "
+            "reported result must not come from the seeds its values were chosen on."
+        )
     methods = {m: METHODS[m] for m in args.methods}
     methods.update(parse_variant(v) for v in args.variant)
-    harness = Harness(args.dataset, args.runs_dir, args.isolate, args.trainer_arg)
+    harness = Harness(args.dataset, args.runs_dir, args.isolate, args.trainer_arg, args.max_epochs)
     started = time.perf_counter()
+    if args.grid is not None:
+        methods = run_selection(harness, args, methods, started)
     for scenario in args.scenarios:
         per_seed = []
         for seed in args.seeds:
@@ -339,6 +521,75 @@ def main(argv: list[str] | None = None) -> None:
             },
         )
         print(text, flush=True)
+
+
+def run_selection(
+    harness: Harness,
+    args: argparse.Namespace,
+    methods: dict[str, tuple[str, list[str]]],
+    started: float,
+) -> dict[str, tuple[str, list[str]]]:
+    """Run every grid point on the selection seeds; return the methods with their chosen
+    points, and write the selection table."""
+    grid = read_grid(args.grid, methods)
+    candidates: dict[str, tuple[str, list[str]]] = {}
+    points: dict[str, dict[str, dict[str, Any]]] = {}
+    for method, method_points in grid.items():
+        config, overrides = methods[method]
+        points[method] = {}
+        for point in method_points:
+            name = point_name(method, point)
+            points[method][name] = point
+            candidates[name] = (config, [*overrides, *point_overrides(point)])
+    scores: dict[str, list[float]] = {name: [] for name in candidates}
+    for scenario in args.scenarios:
+        for seed in args.select_seeds:
+            print(
+                f"[{args.dataset} {scenario}] selection seed {seed} "
+                f"({time.perf_counter() - started:.0f} s)",
+                flush=True,
+            )
+            summary = harness.seed_run(seed, scenario, candidates)
+            for name in candidates:
+                row = summary["models"].get(name)
+                scores[name].append(row["gap_to_retrain"]["avg_gap"] if row else math.inf)
+    selection: dict[str, Any] = {}
+    chosen_methods = dict(methods)
+    for method, method_points in points.items():
+        best, gap = select({n: scores[n] for n in method_points}, method_points)
+        config, overrides = methods[method]
+        chosen_methods[method] = (config, [*overrides, *point_overrides(method_points[best])])
+        selection[method] = {
+            "chosen": best,
+            "chosen_values": method_points[best],
+            "mean_avg_gap": gap,
+            "points": {
+                name: {
+                    "values": values,
+                    "avg_gaps": scores[name],
+                    "mean_avg_gap": statistics.fmean(scores[name])
+                    if all(math.isfinite(v) for v in scores[name])
+                    else math.inf,
+                }
+                for name, values in method_points.items()
+            },
+        }
+    stem = args.out / f"{args.dataset}-selection"
+    text = selection_markdown(args.dataset, args.scenarios, args.select_seeds, selection)
+    atomic_write_text(stem.with_suffix(".md"), text)
+    atomic_write_json(
+        stem.with_suffix(".json"),
+        {
+            "rule": "lowest mean avg_gap over the selection seeds and scenarios",
+            "select_seeds": args.select_seeds,
+            "report_seeds": args.seeds,
+            "scenarios": args.scenarios,
+            "grid_file": str(args.grid),
+            "selection": selection,
+        },
+    )
+    print(text, flush=True)
+    return chosen_methods
 
 
 if __name__ == "__main__":

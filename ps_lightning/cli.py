@@ -143,14 +143,18 @@ def _user_error(error: BaseException) -> BaseException | None:
     while current is not None and current not in seen:
         seen.append(current)
         current = current.__cause__ or current.__context__
-    ours = [e for e in seen if isinstance(e, (ValueError, OSError)) and _raised_by_project(e)]
+    ours = [
+        e
+        for e in seen
+        if isinstance(e, (ValueError, OSError, FloatingPointError)) and _raised_by_project(e)
+    ]
     return ours[0] if ours else None
 
 
 def main() -> None:
     try:
         cli_main()
-    except (ValueError, OSError, TypeError, RuntimeError) as error:
+    except (ValueError, OSError, TypeError, RuntimeError, FloatingPointError) as error:
         cause = _user_error(error)
         if cause is None:
             raise

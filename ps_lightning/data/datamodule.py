@@ -7,6 +7,7 @@ for training, augmented) on the device after transfer, so no per-sample Python t
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -34,10 +35,14 @@ from ps_lightning.data.requests import (
 )
 from ps_lightning.data.sources import Source
 
-TRAIN_ON = ("full", "retain", "forget", "forget+retain")
+TRAIN_ON = ("full", "retain", "forget", "forget+retain", "forget,retain")
 # `forget+retain`: the train loader is `{"forget": loader, "retain": loader}`; Lightning combines
 # them (mode max_size_cycle: the shorter one cycles) and each step gets a dict of both batches.
 PAIRED = {"forget+retain": ("forget", "retain")}
+# `forget,retain`: one pass over the forget set, then one over the retain set, every epoch (the
+# loop of the RL, SalUn and SCRUB reference code). Lightning's fit loop refuses a sequential
+# CombinedLoader, so one loader serves the passes in order, one part per batch.
+SEQUENTIAL = {"forget,retain": ("forget", "retain")}
 # The order of the test loaders (validation: the first three, with a retain subset);
 # `dataloader_idx` indexes this tuple. Calibration is the held-out half of the test set.
 EVAL_SPLITS = ("forget", "retain", "test", "calibration")
@@ -65,6 +70,61 @@ def _already_batched(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...
     return batch
 
 
+class PartSamples(Dataset):
+    """Named splits whose item is a whole batch of one split: ``(name, rows)`` →
+    ``{name: (images, labels)}``, the shape `on_after_batch_transfer` already handles."""
+
+    def __init__(self, parts: dict[str, TensorSamples]) -> None:
+        self.parts = parts
+
+    def __getitem__(self, item: tuple[str, list[int]]) -> dict[str, tuple[torch.Tensor, ...]]:
+        name, rows = item
+        return {name: self.parts[name].__getitems__(rows)}
+
+
+class SequentialPartsSampler(DistributedSampler):
+    """Per epoch, the batches of each part in turn: every sample of a part once, shuffled
+    within the part, in batches of that part's size; a batch never mixes parts.
+
+    A `DistributedSampler` so that Lightning neither replaces it under DDP nor forgets to call
+    `set_epoch`; it shards each part itself like `DistributedSampler` (padding a part by
+    repeating samples to a multiple of the process count, so every process takes as many
+    steps), and every process shuffles with the same seed and epoch.
+    """
+
+    def __init__(
+        self,
+        part_sizes: dict[str, int],
+        batch_sizes: dict[str, int],
+        seed: int,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ) -> None:
+        self.part_sizes = part_sizes
+        self.batch_sizes = batch_sizes
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.seed = seed
+        self.epoch = 0
+        self.shuffle = True
+        self.drop_last = False
+
+    def _shard_size(self, part: str) -> int:
+        return -(-self.part_sizes[part] // self.num_replicas)
+
+    def __len__(self) -> int:
+        return sum(-(-self._shard_size(p) // self.batch_sizes[p]) for p in self.part_sizes)
+
+    def __iter__(self) -> Iterator[tuple[str, list[int]]]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        for part, size in self.part_sizes.items():
+            order = torch.randperm(size, generator=generator)
+            padded = self._shard_size(part) * self.num_replicas
+            order = torch.cat([order, order[: padded - size]])[self.rank :: self.num_replicas]
+            for batch in order.split(self.batch_sizes[part]):
+                yield part, batch.tolist()
+
+
 class UnlearningDataModule(L.LightningDataModule):
     """Base of every dataset: the forget request, the split manifest and the loaders.
 
@@ -80,8 +140,9 @@ class UnlearningDataModule(L.LightningDataModule):
         split_manifest: load this manifest instead of drawing (later runs reuse the original
             run's ``split.json``); refused if it was drawn from other data or another request.
         train_on: ``full`` (the original model), ``retain`` (the retrained gold standard),
-            ``forget`` or ``forget+retain`` (both, one batch of each per step). Unlearning
-            methods that train on images set it themselves (`set_train_on`).
+            ``forget``, ``forget+retain`` (both, one batch of each per step) or
+            ``forget,retain`` (a pass over the forget set, then one over the retain set, per
+            epoch). Unlearning methods that train on images set it themselves (`set_train_on`).
         augment: apply the dataset's train augmentation (random crop, flip) on the device.
         batch_size: training batch size.
         eval_batch_size: batch size of the validation, test and feature-extraction loaders.
@@ -131,6 +192,7 @@ class UnlearningDataModule(L.LightningDataModule):
         self._source: Source | None = None
         self.manifest: dict[str, Any] | None = None
         self._served_train: TensorSamples | None = None
+        self.part_batch_sizes: dict[str, int] = {}
         if not download:
             # The files must be here already: load now, so that a missing file or a bad request
             # is reported before the Trainer creates any run directory.
@@ -327,11 +389,17 @@ class UnlearningDataModule(L.LightningDataModule):
             )
         self._served_train = TensorSamples(*tensors)
 
-    def set_train_on(self, train_on: str) -> None:
-        """Train on this split from now on (an unlearning method names the data it trains on)."""
+    def set_train_on(self, train_on: str, part_batch_sizes: dict[str, int] | None = None) -> None:
+        """Train on this split from now on (an unlearning method names the data it trains on);
+        ``part_batch_sizes``: a batch size per split of ``forget,retain`` (default:
+        ``batch_size``)."""
         if train_on not in TRAIN_ON:
             raise ValueError(f"train_on={train_on!r} is not one of {TRAIN_ON}.")
+        sizes = dict(part_batch_sizes or {})
+        if any(size < 1 for size in sizes.values()):
+            raise ValueError(f"part_batch_sizes must be positive, got {sizes}.")
         self.hparams.train_on = train_on
+        self.part_batch_sizes = sizes
 
     # ---------------------------------------------------------------- loaders
     def _loader(self, samples: TensorSamples, shuffle: bool, batch_size: int) -> DataLoader:
@@ -376,10 +444,33 @@ class UnlearningDataModule(L.LightningDataModule):
                 sampler=sampler,
                 collate_fn=_already_batched,
             )
+        sequence = SEQUENTIAL.get(self.hparams.train_on)
+        if sequence is not None:
+            return self._sequential_loader(sequence)
         parts = PAIRED.get(self.hparams.train_on)
         if parts is not None:
             return {p: self._loader(self.samples(p), True, self.hparams.batch_size) for p in parts}
         return self._loader(self.samples(self.hparams.train_on), True, self.hparams.batch_size)
+
+    def _sequential_loader(self, parts: tuple[str, ...]) -> DataLoader:
+        samples = {p: self.samples(p) for p in parts}
+        trainer = self.trainer
+        sampler = SequentialPartsSampler(
+            {p: len(s) for p, s in samples.items()},
+            {p: self.part_batch_sizes.get(p, self.hparams.batch_size) for p in parts},
+            seed=self.hparams.seed,
+            num_replicas=trainer.world_size if trainer is not None else 1,
+            rank=trainer.global_rank if trainer is not None else 0,
+        )
+        # batch_size None: each item the sampler yields is already a whole batch.
+        return DataLoader(
+            PartSamples(samples),
+            sampler=sampler,
+            batch_size=None,
+            collate_fn=_already_batched,
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
 
     def val_dataloader(self) -> list[DataLoader]:
         return [self.eval_dataloader(s) for s in ("forget", "retain_val", "test")]

@@ -173,14 +173,15 @@ class UnlearningModule(L.LightningModule):
         checkpoint.update(self.result_checkpoint(complete=False))
 
     def on_fit_end(self) -> None:
+        broken = non_finite_tensors(self.model.state_dict())
+        if broken:
+            # A diverged method (e.g. gradient ascent at too high a learning rate) must fail
+            # here, not hand NaN weights to the evaluation.
+            raise FloatingPointError(
+                f"{type(self).__name__} produced non-finite weights in {len(broken)} tensors "
+                f"(first: {broken[0]}); no result was written. Lower the learning rate or the "
+                "epochs of this method."
+            )
         log_dir = self.trainer.log_dir
         if self.trainer.is_global_zero and log_dir:
-            result = self.result_checkpoint()
-            not_finite = non_finite_tensors(result["state_dict"])
-            if not_finite:
-                raise ValueError(
-                    f"{type(self).__name__} produced NaN or infinite values in {not_finite[:5]}; "
-                    "no result was written. Lower the learning rate or check the original "
-                    f"checkpoint '{self.original_ckpt}'."
-                )
-            atomic_torch_save(Path(log_dir) / RESULT_CHECKPOINT, result)
+            atomic_torch_save(Path(log_dir) / RESULT_CHECKPOINT, self.result_checkpoint())

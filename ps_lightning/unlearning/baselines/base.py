@@ -2,7 +2,8 @@
 
 Unlike Prototype Surgery, these methods change every layer. `ImageUnlearningModule` unfreezes
 the model, names the data split the method trains on (the datamodule serves it: `retain`,
-`forget`, or `forget+retain`, one batch of each per step), puts the whole network in train
+`forget`, `forget+retain`: one batch of each per step, or `forget,retain`: a forget pass then
+a retain pass per epoch), puts the whole network in train
 mode while it trains, runs SGD with the method's own learning rate, momentum, weight decay and
 epochs, and saves the result through `UnlearningModule` in the classifier checkpoint format.
 A method only writes its loss. Gradient passes in eval mode (saliency masks, Fisher
@@ -79,7 +80,7 @@ class ImageUnlearningModule(UnlearningModule):
 
     A subclass sets ``train_on`` (the datamodule split it trains on; the module sets it on the
     datamodule in `setup`, so configs need not and cannot get it wrong) and implements
-    `unlearning_loss`, or overrides `training_step` (SCRUB's alternating steps).
+    `unlearning_loss`, or overrides `training_step` (SCRUB's max- and min-steps).
 
     Args:
         original_ckpt: the original model's checkpoint (read only; never modified).
@@ -121,10 +122,14 @@ class ImageUnlearningModule(UnlearningModule):
     def setup(self, stage: str) -> None:
         super().setup(stage)
         self.model.requires_grad_(True)
-        self.datamodule.set_train_on(self.train_on)
+        self.datamodule.set_train_on(self.train_on, self.part_batch_sizes())
         # Lightning keeps the mode a module enters `fit` in, and the original loads in eval
         # mode. (Gradient passes before training, e.g. SalUn's mask, use `eval_mode`.)
         self.train()
+
+    def part_batch_sizes(self) -> dict[str, int] | None:
+        """A batch size per part of ``train_on: forget,retain`` (None: the data's batch_size)."""
+        return None
 
     def train(self, mode: bool = True) -> ImageUnlearningModule:
         # Unlike PS, these methods train the backbone: in train mode, BatchNorm statistics

@@ -4,9 +4,18 @@ FT: train the original model on the retain set only, so that the forget set fade
 catastrophic forgetting (Warnecke et al. 2023; the SalUn and l1-sparse code run SGD, momentum
 0.9, weight decay 5e-4, lr 0.01, 10 epochs on CIFAR-10).
 
-l1-sparse (Jia et al. 2023, "Model Sparsity Can Simplify Machine Unlearning"): FT with an l1
-penalty on all weights, ``alpha · (1 − epoch / epochs) · ‖θ‖₁``, whose coefficient decays
-linearly to zero over the epochs as in their code (alpha 5e-4 in the paper's CIFAR runs).
+Both as in OPTML-Group/Unlearn-Saliency, ``Classification/unlearn/FT.py`` (``FT`` and
+``FT_l1``): one pass over the retain set per epoch, one SGD step per batch.
+
+l1-sparse (Jia et al. 2023, "Model Sparsity Can Simplify Machine Unlearning"; also
+OPTML-Group/Unlearn-Sparse): FT with an l1 penalty on all weights,
+``alpha · (1 − epoch / epochs) · ‖θ‖₁`` at epoch ``epoch`` (from 0), so the coefficient falls
+linearly from ``alpha`` at the first epoch to ``alpha / epochs`` at the last (0.1·alpha for the
+reference's 10 epochs), never to 0 (``FT_iter`` with ``no_l1_epochs`` 0). alpha has no default
+in the reference: its README leaves ``--alpha ${alpha}`` to the user, and the SalUn repository's
+own l1-sparse command lines pass ``--alpha 1e-4`` (SVHN, CelebA). The 5e-4 here is this
+project's earlier choice, not a published value; the selection grid
+(``benchmarks/grids/<dataset>.yaml``) spans both.
 """
 
 from __future__ import annotations
@@ -32,7 +41,8 @@ class L1Sparse(FineTune):
     """FT plus a linearly decaying l1 penalty on the weights.
 
     Args:
-        alpha: the l1 coefficient at the first epoch; it decays linearly to 0 at the last.
+        alpha: the l1 coefficient at the first epoch; it decays linearly to alpha / epochs at
+            the last.
         **kwargs: `ImageUnlearningModule`'s arguments (original_ckpt, epochs, lr, ...).
     """
 

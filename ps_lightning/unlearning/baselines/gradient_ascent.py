@@ -1,6 +1,8 @@
 """Gradient ascent (GA, also NegGrad; Thudi et al. 2022, Graves et al. 2021): ascend the
 cross-entropy on the forget set. Unbounded, so it runs for few epochs at a small learning rate
-(the SalUn and l1-sparse code: 5 epochs at lr 1e-4 on CIFAR-10)."""
+(the SalUn and l1-sparse code: 5 epochs at lr 1e-4 on CIFAR-10). As in
+OPTML-Group/Unlearn-Saliency, ``Classification/unlearn/GA.py``: one pass over the forget set per
+epoch, one SGD step per batch."""
 
 from __future__ import annotations
 

@@ -1,15 +1,21 @@
-"""Random labels (RL) and SalUn.
+"""Random labels (RL) and SalUn, as in OPTML-Group/Unlearn-Saliency,
+``Classification/unlearn/RL.py`` (the CIFAR-10 / SVHN branch).
 
-RL (Golatkar et al. 2020; Hayase et al.): train on the forget samples relabelled with random
-wrong classes, together with the retain samples under their true labels. Each step trains on one
-forget and one retain batch (``train_on: forget+retain``; the smaller set cycles) joined into one
-batch; the wrong labels are drawn afresh at every step.
+RL (Golatkar et al. 2020; Hayase et al.): every epoch, one pass over the forget set under
+labels drawn with ``randint(0, C)`` (the true label may come up), then one pass over the retain
+set under the true labels, one SGD step per batch (``train_on: forget,retain``). The labels are
+drawn afresh for every batch.
 
 SalUn (Fan et al. 2024, "SalUn: Empowering Machine Unlearning via Gradient-based Weight
 Saliency"): RL restricted to the salient weights. Once, before training, the gradient of the
 forget loss is summed over the forget set (eval mode); the weights whose |gradient| is in the
 top ``mask_ratio`` over the whole network (the paper: 50%) form the mask, and every other
 weight's gradient (weight decay included) is zeroed, so those weights stay exactly as they were.
+The reference's CIFAR-10 run: lr 0.013, 10 epochs.
+
+Options that deviate from the reference (defaults are the reference's): ``passes: joint`` (one
+forget and one retain batch joined per step, the shorter set cycling) and ``labels: wrong``
+(never the true label).
 """
 
 from __future__ import annotations
@@ -19,6 +25,14 @@ from typing import Any
 import torch
 
 from ps_lightning.unlearning.baselines.base import Batch, ImageUnlearningModule, summed_gradients
+
+PASSES = {"sequential": "forget,retain", "joint": "forget+retain"}
+LABELS = ("any", "wrong")
+
+
+def random_labels(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """A uniformly random class for each label, the true one included (``randint(0, C)``)."""
+    return torch.randint(0, num_classes, labels.shape, device=labels.device)
 
 
 def random_wrong_labels(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -40,33 +54,70 @@ def top_fraction_mask(scores: list[torch.Tensor], fraction: float) -> list[torch
 
 
 class RandomLabel(ImageUnlearningModule):
-    """RL: forget samples under random wrong labels, retain samples under their own (see
-    `ImageUnlearningModule` for the arguments: epochs, lr, momentum, weight_decay)."""
+    """RL: forget samples under random labels, retain samples under their own.
 
-    train_on = "forget+retain"
+    Args:
+        original_ckpt: the original model's checkpoint.
+        passes: ``sequential`` (the reference: a forget pass, then a retain pass, per epoch) or
+            ``joint`` (one forget and one retain batch joined per step).
+        labels: ``any`` (the reference's ``randint(0, C)``) or ``wrong`` (never the true one).
+        **kwargs: `ImageUnlearningModule`'s arguments (epochs, lr, momentum, weight_decay).
+    """
+
+    def __init__(
+        self, original_ckpt: str, passes: str = "sequential", labels: str = "any", **kwargs: Any
+    ) -> None:
+        if passes not in PASSES or labels not in LABELS:
+            raise ValueError(
+                f"passes={passes!r} must be one of {tuple(PASSES)} and labels={labels!r} one of "
+                f"{LABELS}."
+            )
+        super().__init__(original_ckpt, **kwargs)
+
+    @property
+    def train_on(self) -> str:  # type: ignore[override]
+        return PASSES[self.hparams.passes]
+
+    def forget_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        draw = random_labels if self.hparams.labels == "any" else random_wrong_labels
+        return draw(labels, self.model.hparams.num_classes)
 
     def unlearning_loss(self, batch: dict[str, Batch]) -> torch.Tensor:
-        forget_images, forget_labels = batch["forget"]
-        retain_images, retain_labels = batch["retain"]
-        wrong = random_wrong_labels(forget_labels, self.model.hparams.num_classes)
-        # One batch of both, as the reference code trains on the union: every sample weighs
-        # the same, and BatchNorm sees the mixed batch.
-        joined = (torch.cat([forget_images, retain_images]), torch.cat([wrong, retain_labels]))
-        return self.cross_entropy(joined)
+        if self.hparams.passes == "joint":
+            forget_images, forget_labels = batch["forget"]
+            retain_images, retain_labels = batch["retain"]
+            # One batch of both: every sample weighs the same, BatchNorm sees the mixed batch.
+            images = torch.cat([forget_images, retain_images])
+            labels = torch.cat([self.forget_labels(forget_labels), retain_labels])
+            return self.cross_entropy((images, labels))
+        ((part, (images, labels)),) = batch.items()
+        if part == "forget":
+            labels = self.forget_labels(labels)
+        return self.cross_entropy((images, labels))
 
 
 class SalUn(RandomLabel):
     """RL that trains only the weights most salient to the forget loss.
 
     Args:
+        original_ckpt: the original model's checkpoint.
         mask_ratio: the fraction of all weights (by |gradient| of the forget loss) that train.
-        **kwargs: `ImageUnlearningModule`'s arguments (original_ckpt, epochs, lr, ...).
+        epochs: as the reference's CIFAR-10 run (10).
+        lr: as the reference's CIFAR-10 run (0.013).
+        **kwargs: `RandomLabel`'s and `ImageUnlearningModule`'s other arguments.
     """
 
-    def __init__(self, original_ckpt: str, mask_ratio: float = 0.5, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        original_ckpt: str,
+        mask_ratio: float = 0.5,
+        epochs: int = 10,
+        lr: float = 0.013,
+        **kwargs: Any,
+    ) -> None:
         if not 0 < mask_ratio <= 1:
             raise ValueError(f"mask_ratio must be in (0, 1], got {mask_ratio}.")
-        super().__init__(original_ckpt, **kwargs)
+        super().__init__(original_ckpt, epochs=epochs, lr=lr, **kwargs)
 
     def on_fit_start(self) -> None:
         gradients, _ = summed_gradients(self, self.datamodule.eval_dataloader("forget"))

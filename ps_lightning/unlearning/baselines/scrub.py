@@ -1,16 +1,15 @@
-"""SCRUB (Kurmanji et al. 2023, "Towards Unbounded Machine Unlearning").
+"""SCRUB (Kurmanji et al. 2023, "Towards Unbounded Machine Unlearning"), as in
+meghdadk/SCRUB: the loop of ``scrub.py``, the defaults of its notebooks' ``args``.
 
-The teacher is the frozen original model, the student is the model being unlearned. Each
-epoch makes one pass over the forget set of *max-steps*, which push the student away from the
-teacher (maximise ``KL(teacher ‖ student)`` at temperature T on forget batches), then min-steps
-on retain batches, which keep it close to the teacher and to the labels
-(``ce_weight · CE + kl_weight · KL``); after ``max_step_epochs`` epochs only min-steps remain.
-The authors' defaults: SGD lr 5e-4, momentum 0.9, weight decay 5e-4, T = 4, γ (ce_weight) 0.99,
-α (kl_weight) 0.001, msteps (max_step_epochs) 2 of 3 epochs on CIFAR.
-
-Each training step gets one forget and one retain batch (``train_on: forget+retain``; the forget
-loader cycles), makes a max-step on the forget batch while the epoch's pass over the forget set
-lasts, then a min-step on the retain batch: two optimizer steps, hence manual optimisation.
+The teacher is the frozen original model, the student is the model being unlearned. Each of the
+first ``max_step_epochs`` epochs makes one whole pass over the forget set of *max-steps*, which
+push the student away from the teacher (maximise ``KL(teacher ‖ student)`` at temperature T),
+then every epoch makes one whole pass over the retain set of *min-steps*, which keep it close
+to the teacher and to the labels (``ce_weight · CE + kl_weight · KL``); ``train_on:
+forget,retain`` serves the two passes in that order, one optimizer step per batch.
+The reference's defaults: SGD lr 5e-4, momentum 0.9, weight decay 5e-4, T = 4, γ (ce_weight)
+0.99, α (kl_weight) 0.001, msteps (max_step_epochs) 2 of 3 epochs, forget batches of 32
+(``del_batch_size``), retain batches of 128 (``sgda_batch_size``), and no augmentation.
 """
 
 from __future__ import annotations
@@ -52,10 +51,13 @@ class SCRUB(ImageUnlearningModule):
         temperature: distillation temperature T.
         ce_weight: weight γ of the retain cross-entropy in a min-step.
         kl_weight: weight α of the retain KL to the teacher in a min-step.
+        forget_batch_size: the batch size of the max-step pass.
+        retain_batch_size: the batch size of the min-step pass.
+        train_augmentation: train on augmented images (the reference does not).
         **kwargs: `ImageUnlearningModule`'s other arguments (momentum, weight_decay).
     """
 
-    train_on = "forget+retain"
+    train_on = "forget,retain"
 
     def __init__(
         self,
@@ -66,14 +68,18 @@ class SCRUB(ImageUnlearningModule):
         temperature: float = 4.0,
         ce_weight: float = 0.99,
         kl_weight: float = 0.001,
+        forget_batch_size: int = 32,
+        retain_batch_size: int = 128,
+        train_augmentation: bool = False,
         **kwargs: Any,
     ) -> None:
         if max_step_epochs < 0 or temperature <= 0 or ce_weight < 0 or kl_weight < 0:
             raise ValueError(
                 "max_step_epochs, ce_weight and kl_weight must be >= 0, temperature > 0."
             )
+        if forget_batch_size < 1 or retain_batch_size < 1:
+            raise ValueError("forget_batch_size and retain_batch_size must be positive.")
         super().__init__(original_ckpt, epochs=epochs, lr=lr, **kwargs)
-        self.automatic_optimization = False
         self.teacher = copy.deepcopy(self.model).requires_grad_(False).eval()
 
     def train(self, mode: bool = True) -> SCRUB:
@@ -88,33 +94,29 @@ class SCRUB(ImageUnlearningModule):
             teacher_logits = self.teacher(images)
         return logits, distillation_kl(logits, teacher_logits, self.hparams.temperature)
 
-    def _optimizer_step(self, loss: torch.Tensor) -> None:
-        optimizer = self.optimizers()
-        optimizer.zero_grad()
-        self.manual_backward(loss)
-        optimizer.step()
+    def part_batch_sizes(self) -> dict[str, int]:
+        return {
+            "forget": self.hparams.forget_batch_size,
+            "retain": self.hparams.retain_batch_size,
+        }
 
-    def _in_max_pass(self, batch_idx: int) -> bool:
-        forget_batches = len(self.trainer.train_dataloader["forget"])
-        return self.current_epoch < self.hparams.max_step_epochs and batch_idx < forget_batches
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        self.datamodule.hparams.augment = self.hparams.train_augmentation
 
-    def training_step(self, batch: dict[str, Batch], batch_idx: int) -> torch.Tensor:
-        if self._in_max_pass(batch_idx):
-            forget_images, forget_labels = batch["forget"]
-            _, forget_kl = self.student_logits_and_kl(forget_images)
-            self._optimizer_step(-forget_kl)
+    def training_step(self, batch: dict[str, Batch], batch_idx: int) -> torch.Tensor | None:
+        ((part, (images, labels)),) = batch.items()
+        if part == "forget":
+            if self.current_epoch >= self.hparams.max_step_epochs:
+                return None  # past msteps: the forget pass makes no step
+            _, forget_kl = self.student_logits_and_kl(images)
             self.log(
-                "unlearn/forget_kl",
-                forget_kl,
-                on_step=False,
-                on_epoch=True,
-                batch_size=len(forget_labels),
+                "unlearn/forget_kl", forget_kl, on_step=False, on_epoch=True, batch_size=len(labels)
             )
-        images, labels = batch["retain"]
+            return -forget_kl
         logits, kl = self.student_logits_and_kl(images)
         loss = (
             self.hparams.ce_weight * F.cross_entropy(logits, labels) + self.hparams.kl_weight * kl
         )
-        self._optimizer_step(loss)
         self.log("unlearn/loss", loss, on_step=False, on_epoch=True, batch_size=len(labels))
-        return loss.detach()
+        return loss

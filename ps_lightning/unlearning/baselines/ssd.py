@@ -2,12 +2,14 @@
 Retraining Through Selective Synaptic Dampening").
 
 No training: the diagonal of the Fisher information (the mean over batches of the squared
-gradient of the batch cross-entropy, eval mode, batches of 64 as in the authors' code) is
-computed on the forget set, ``I_f``, and on the reference data, ``I_D`` (the whole training set
-in the authors' code, or the retain set). Every parameter with ``I_f > alpha · I_D`` is
-multiplied by ``min(lambda · I_D / I_f, 1)``; the others, and every buffer (BatchNorm
-statistics), stay exactly as they were. The authors' defaults: alpha (selection weighting) 10,
-lambda (dampening constant) 1.
+gradient of the batch cross-entropy, eval mode, batches of 128) is computed on the forget set,
+``I_f``, and on the reference data, ``I_D`` (the whole training set in the authors' code, or the
+retain set). Every parameter with ``I_f > alpha · I_D`` is multiplied by ``min(lambda · I_D /
+I_f, 1)``; the others, and every buffer (BatchNorm statistics), stay exactly as they were. The
+authors' defaults: alpha (selection weighting) 10, lambda (dampening constant) 1. Reference:
+if-loops/selective-synaptic-dampening, ``ssd.py`` (``ParameterPerturber``: ``calc_importance``,
+``modify_weight``) and ``src/forget_random_main.py`` (forget and full-training-set loaders
+of batch size 128).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ class SSD(UnlearningModule):
         reference: the data of the reference importance: ``full`` (the training set, as the
             authors' code) or ``retain``.
         importance_batch_size: the batch size of both importance passes. An importance is a
-            mean of squared *batch* gradients, so it depends on it (the authors: 64).
+            mean of squared *batch* gradients, so it depends on it (the authors: 128).
         num_classes: set from the data; checked against the checkpoint.
         in_channels: set from the data; checked against the checkpoint.
     """
@@ -54,7 +56,7 @@ class SSD(UnlearningModule):
         alpha: float = 10.0,
         lam: float = 1.0,
         reference: str = "full",
-        importance_batch_size: int = 64,
+        importance_batch_size: int = 128,
         num_classes: int | None = None,
         in_channels: int | None = None,
     ) -> None:

@@ -1,0 +1,142 @@
+"""The benchmark harness without training: the selection rule, failures recorded rather than
+fatal, training epochs only where asked, and tables that show what was measured."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from ps_lightning.benchmark import (
+    METHODS,
+    METRICS,
+    Harness,
+    StepFailed,
+    aggregate,
+    markdown,
+    point_name,
+    point_overrides,
+    read_grid,
+    select,
+)
+
+
+class FakeSteps:
+    """Stands in for `Harness.step`: records every command, fails the methods named in
+    ``failing``, and evaluates every listed checkpoint with a made-up avg gap."""
+
+    def __init__(self, root: Path, failing: set[str] = frozenset()) -> None:
+        self.root = root
+        self.failing = failing
+        self.calls: list[tuple[str, str, str, list[str]]] = []
+
+    def __call__(self, subcommand: str, config: str, run: str, args: list[str]) -> Path:
+        self.calls.append((subcommand, config, run, args))
+        run_dir = self.root / run
+        run_dir.mkdir(parents=True, exist_ok=True)
+        name = run.split("-", 2)[-1]
+        if name in self.failing:
+            raise StepFailed("FloatingPointError: non-finite weights")
+        if subcommand == "test":
+            listing = args[args.index("--model.init_args.checkpoints") + 1]
+            names = [item.split(":")[0] for item in listing.strip("{}").split(", ")]
+            models = {
+                n: {
+                    "metrics": dict.fromkeys(METRICS, 0.5),
+                    "gap_to_retrain": {"avg_gap": 0.1, "avg_gap_without_mia": 0.2},
+                    "timing": {},
+                }
+                for n in names
+            }
+            (run_dir / "metrics.json").write_text(
+                json.dumps({"models": models, "retrain": "retrain"})
+            )
+        return run_dir
+
+
+def harness_with(steps: FakeSteps, max_epochs: int | None = None) -> Harness:
+    harness = Harness("digits", steps.root, isolate=False, extra=[], max_epochs=max_epochs)
+    harness.step = steps  # type: ignore[method-assign]
+    return harness
+
+
+def test_a_failing_method_is_recorded_and_the_others_are_evaluated(tmp_path: Path) -> None:
+    steps = FakeSteps(tmp_path, failing={"gradient_ascent"})
+    methods = {name: METHODS[name] for name in ("gradient_ascent", "ps")}
+    summary = harness_with(steps).seed_run(0, "wholeclass", methods)
+    assert summary["failed"] == {"gradient_ascent": "FloatingPointError: non-finite weights"}
+    assert set(summary["models"]) == {"original", "retrain", "ps"}
+    table = aggregate([summary], ["original", "retrain", *methods])
+    text = markdown("digits", "wholeclass", [0], table, isolate=False)
+    row = next(line for line in text.splitlines() if line.startswith("| gradient_ascent"))
+    assert "failed on 1 of 1 seeds" in row and "| failed |" in row
+    ps_row = next(line for line in text.splitlines() if line.startswith("| ps "))
+    assert "0.100" in ps_row
+
+
+def test_single_seed_tables_print_no_spread(tmp_path: Path) -> None:
+    steps = FakeSteps(tmp_path)
+    summary = harness_with(steps).seed_run(0, "random", {"ps": METHODS["ps"]})
+    one = markdown("digits", "random", [0], aggregate([summary], ["ps"]), isolate=False)
+    assert "±" not in one
+    two = markdown("digits", "random", [0, 1], aggregate([summary, summary], ["ps"]), False)
+    assert "0.100 ± 0.000" in two
+
+
+def test_max_epochs_reaches_only_original_and_retrain_and_changes_nothing_without_it(
+    tmp_path: Path,
+) -> None:
+    plain, shortened = FakeSteps(tmp_path), FakeSteps(tmp_path)
+    harness_with(plain).seed_run(0, "random", {"ps": METHODS["ps"]})
+    harness_with(shortened, max_epochs=2).seed_run(0, "random", {"ps": METHODS["ps"]})
+    # The original's command line as the harness has always built it: cached runs stay valid.
+    assert plain.calls[0][3] == ["--seed_everything", "0"]
+    extra = ["--trainer.max_epochs", "2", "--lr_scheduler.init_args.T_max", "2"]
+    for before, after in zip(plain.calls, shortened.calls, strict=True):
+        if before[1] in ("original.yaml", "retrain.yaml"):
+            assert after[3] == [*before[3], *extra]
+        else:
+            assert after[3] == before[3]
+
+
+def test_selection_takes_the_lowest_mean_gap_and_never_a_point_that_failed() -> None:
+    points = {"a": {"lr": 0.1}, "b": {"lr": 0.01}, "c": {"lr": 0.001}}
+    scores = {"a": [0.30, 0.10], "b": [0.15, 0.20], "c": [0.01, math.inf]}
+    assert select(scores, points) == ("b", pytest.approx(0.175))
+    # A run without a gap (NaN) disqualifies its point as a failure does.
+    assert select({"a": [math.nan, 0.0], "b": [0.2, 0.2]}, {"a": {}, "b": {}})[0] == "b"
+    with pytest.raises(RuntimeError, match="every grid point"):
+        select({"a": [math.inf], "b": [math.nan]}, {"a": {}, "b": {}})
+
+
+def test_a_grid_point_is_a_safe_run_name_and_model_overrides(tmp_path: Path) -> None:
+    point = {"lr": 0.0005, "early_stop": "off", "train_augmentation": True}
+    assert point_name("scrub", point) == "scrub__lr-0p0005__early_stop-off__train_augmentation-true"
+    assert point_overrides(point) == [
+        "--model.init_args.lr",
+        "0.0005",
+        "--model.init_args.early_stop",
+        "off",
+        "--model.init_args.train_augmentation",
+        "true",
+    ]
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("scrub:\n  lr: [0.0005, 0.001]\n  epochs: [3, 5]\n")
+    assert len(read_grid(grid, METHODS)["scrub"]) == 4
+    grid.write_text("scrubb:\n  lr: [0.001]\n")
+    with pytest.raises(ValueError, match="not benchmarked"):
+        read_grid(grid, METHODS)
+    grid.write_text("scrub:\n  lr: 0.001\n")
+    with pytest.raises(ValueError, match="non-empty value lists"):
+        read_grid(grid, METHODS)
+
+
+@pytest.mark.parametrize("name", ["digits.yaml", "fashion_mnist.yaml"])
+def test_shipped_grids_name_known_methods_and_init_arguments(name: str) -> None:
+    grid = read_grid(Path(__file__).resolve().parents[1] / "benchmarks/grids" / name, METHODS)
+    assert {"finetune", "salun", "scrub", "ps"} <= set(grid)
+    # The reference values are grid points.
+    assert {"lr": 0.013, "epochs": 10} in grid["salun"]
+    assert {"lr": 0.0005, "epochs": 3} in grid["scrub"]
