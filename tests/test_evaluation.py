@@ -1,4 +1,5 @@
-"""What users measure (DESIGN §4): metric functions, and `ps-lightning test` on real checkpoints."""
+"""What users measure (docs/design.md §4): metric functions, and `ps-lightning test` on real
+checkpoints."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Soft labels of Prototype Surgery (DESIGN §3) on cases computed by hand."""
+"""Soft labels of Prototype Surgery (docs/design.md §3) on cases computed by hand."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ def _softmax(values: list[float]) -> list[float]:
 
 
 def _by_hand(z: list[float], y: int, top_k: int = 2) -> list[float]:
-    """DESIGN §3 step by step: drop y, its logit goes to the top_k other classes in proportion
-    to the softmax of their own logits, then softmax."""
+    """docs/design.md §3 step by step: drop y, its logit goes to the top_k other classes in
+    proportion to the softmax of their own logits, then softmax."""
     others = sorted((c for c in range(len(z)) if c != y), key=lambda c: -z[c])[:top_k]
     shares = _softmax([z[c] for c in others])
     shifted = list(z)

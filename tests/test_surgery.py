@@ -1,4 +1,5 @@
-"""Naive Prototype Surgery in closed form (DESIGN §2) against the paper's explicit formula."""
+"""Naive Prototype Surgery in closed form (docs/design.md §2) against the paper's explicit
+formula."""
 
 from __future__ import annotations
 

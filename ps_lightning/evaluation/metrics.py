@@ -1,4 +1,5 @@
-"""What users of unlearning measure (DESIGN §4), as plain functions over logits and labels."""
+"""What users of unlearning measure (docs/design.md §4), as plain functions over logits and
+labels."""
 
 from __future__ import annotations
 

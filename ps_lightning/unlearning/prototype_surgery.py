@@ -1,4 +1,5 @@
-"""PSUnlearnModule: Naive Prototype Surgery and Prototype Surgery (DESIGN §2–3) in Lightning.
+"""PSUnlearnModule: Naive Prototype Surgery and Prototype Surgery (docs/design.md §2–3) in
+Lightning.
 
 `on_fit_start` does every pass over images (the surgery index, the forget set, the retain
 anchor and the held-out calibration set) once, with the backbone frozen in eval mode; the PS

@@ -1,4 +1,5 @@
-"""Soft labels of Prototype Surgery (DESIGN §3) and the soft-target loss, over plain tensors."""
+"""Soft labels of Prototype Surgery (docs/design.md §3) and the soft-target loss, over plain
+tensors."""
 
 from __future__ import annotations
 

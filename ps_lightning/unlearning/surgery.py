@@ -1,4 +1,4 @@
-"""Naive Prototype Surgery in closed form (DESIGN §2), over plain tensors.
+"""Naive Prototype Surgery in closed form (docs/design.md §2), over plain tensors.
 
 The paper writes the learned change of the prototypes as a combination of training features,
 ``Θ = (W − W0) · pinv(F)`` (one column per sample), and removes the forget samples' columns:
