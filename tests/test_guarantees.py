@@ -52,14 +52,18 @@ def console(*args: str) -> list[str]:
 
 
 def cli_error(capsys: pytest.CaptureFixture, *args: str) -> str:
-    """Run `ps-lightning ARGS`, expecting the project's error exit; returns its message."""
+    """Run `ps-lightning ARGS`, expecting the project's error exit; returns its message (from
+    its `ps-lightning: error:` line on: warnings Lightning printed before it are not ours)."""
     with (
         mock.patch.object(sys, "argv", ["ps-lightning", *args]),
         pytest.raises(SystemExit) as ended,
     ):
         main()
     assert ended.value.code == 2
-    return capsys.readouterr().err
+    err = capsys.readouterr().err
+    start = err.find("ps-lightning: error:")
+    assert start >= 0, err
+    return err[start:]
 
 
 # --------------------------------------------------------------------------- interrupted training
