@@ -39,16 +39,16 @@ from common import CONFIGS, cli_fit, quiet_lightning, set_threads, step_args
 
 from ps_lightning.data import CIFAR10DataModule, DigitsDataModule
 from ps_lightning.data.sources import Source
-from ps_lightning.io import safe_torch_load
+from ps_lightning.files import safe_torch_load
 from ps_lightning.models import ResNet20, load_classifier
-from ps_lightning.unlearning import PSUnlearnModule
-from ps_lightning.unlearning.index import index_path
-from ps_lightning.unlearning.surgery import (
+from ps_lightning.prototype_surgery import PSUnlearnModule
+from ps_lightning.prototype_surgery.closed_form import (
     accumulate_gram,
     apply_surgery,
     gram,
     surgery_projection,
 )
+from ps_lightning.prototype_surgery.ledger import index_path
 
 DIGITS = CONFIGS / "digits"
 # (c) runs with deterministic algorithms; cuBLAS needs this before its first handle.

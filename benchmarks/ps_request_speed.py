@@ -44,8 +44,8 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from ps_lightning.unlearning.prototype_surgery import LOSSES, OPTIMIZERS, intra_op_threads
-from ps_lightning.unlearning.soft_labels import soft_cross_entropy
+from ps_lightning.prototype_surgery.ps_module import LOSSES, OPTIMIZERS, intra_op_threads
+from ps_lightning.prototype_surgery.soft_labels import soft_cross_entropy
 
 DEFAULT_ORIGINAL = Path("/work/bench-runs/fashion_mnist")
 TWO_THREAD_EPOCHS = 5

@@ -39,10 +39,10 @@ from common import Clock, fmt_seconds, header, quiet_lightning, set_threads
 
 from ps_lightning.data import MNISTDataModule
 from ps_lightning.data.sources import Source
-from ps_lightning.io import atomic_torch_save
+from ps_lightning.files import atomic_torch_save
 from ps_lightning.models import LeNet5
 from ps_lightning.models.classifier import classifier_record
-from ps_lightning.unlearning import PSUnlearnModule
+from ps_lightning.prototype_surgery import PSUnlearnModule
 
 SEED = 209
 N_TEST = 10_000

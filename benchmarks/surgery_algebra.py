@@ -32,13 +32,13 @@ from typing import Any, NamedTuple
 import torch
 from common import emit_result, fmt_seconds, header, median_seconds, run_child, set_threads
 
-from ps_lightning.timing import peak_host_memory_mib
-from ps_lightning.unlearning.surgery import (
+from ps_lightning.prototype_surgery.closed_form import (
     accumulate_gram,
     apply_surgery,
     gram,
     surgery_projection,
 )
+from ps_lightning.timing import peak_host_memory_mib
 
 
 class Shape(NamedTuple):

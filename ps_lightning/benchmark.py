@@ -39,7 +39,7 @@ from typing import Any
 
 import yaml
 
-from ps_lightning.io import atomic_write_json, atomic_write_text
+from ps_lightning.files import atomic_write_json, atomic_write_text
 
 SCENARIOS: dict[str, list[str]] = {
     # The paper's request: 10% of class 1.
@@ -63,7 +63,7 @@ SCENARIOS: dict[str, list[str]] = {
 }
 
 # name → (config file of the dataset, overrides). `ps` is the shipped configuration.
-METHODS: dict[str, tuple[str, list[str]]] = {
+METHOD_CONFIGS: dict[str, tuple[str, list[str]]] = {
     "naive_ps": ("naive_ps.yaml", []),
     "ps_paper": (
         "ps.yaml",
@@ -438,7 +438,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
-    parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument("--methods", nargs="+", default=list(METHOD_CONFIGS))
     parser.add_argument(
         "--variant",
         action="append",
@@ -478,9 +478,11 @@ def main(argv: list[str] | None = None) -> None:
         help="extra CLI argument for every step, e.g. --trainer-arg=--trainer.accelerator=gpu",
     )
     args = parser.parse_args(argv)
-    unknown = [m for m in args.methods if m not in METHODS]
+    unknown = [m for m in args.methods if m not in METHOD_CONFIGS]
     if unknown:
-        parser.error(f"unknown methods {unknown}; known: {sorted(METHODS)} (or use --variant)")
+        parser.error(
+            f"unknown methods {unknown}; known: {sorted(METHOD_CONFIGS)} (or use --variant)"
+        )
     if (args.grid is None) != (not args.select_seeds):
         parser.error("--grid and --select-seeds go together.")
     if args.grid is not None and not args.grid.is_file():
@@ -490,7 +492,7 @@ def main(argv: list[str] | None = None) -> None:
             f"selection seeds {args.select_seeds} overlap the report seeds {args.seeds}: a "
             "reported result must not come from the seeds its values were chosen on."
         )
-    methods = {m: METHODS[m] for m in args.methods}
+    methods = {m: METHOD_CONFIGS[m] for m in args.methods}
     methods.update(parse_variant(v) for v in args.variant)
     harness = Harness(args.dataset, args.runs_dir, args.isolate, args.trainer_arg, args.max_epochs)
     started = time.perf_counter()

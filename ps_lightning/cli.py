@@ -113,10 +113,10 @@ def _destroy_process_group() -> None:
         dist.destroy_process_group()
 
 
-atexit.register(_destroy_process_group)
-
-
 def cli_main(args: list[str] | None = None, run: bool = True) -> PSLightningCLI:
+    # Registered by the run, not by importing the module; once, however many runs a process makes.
+    atexit.unregister(_destroy_process_group)
+    atexit.register(_destroy_process_group)
     return PSLightningCLI(
         L.LightningModule,
         UnlearningDataModule,

@@ -10,7 +10,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from ps_lightning.io import atomic_write_json
+from ps_lightning.files import atomic_write_json
 
 TIMING_NAME = "timing.json"
 

@@ -14,7 +14,7 @@ import yaml
 from conftest import fake_trainer
 from unlearning_fixtures import CONFIGS, Original, load_checkpoint, original, unlearn
 
-from ps_lightning.benchmark import METHODS
+from ps_lightning.benchmark import METHOD_CONFIGS
 from ps_lightning.data import DigitsDataModule
 from ps_lightning.models import load_classifier
 
@@ -182,7 +182,7 @@ def test_results_are_classifier_checkpoints_of_unlearned_models(
 
 
 def test_every_baseline_config_is_registered_in_the_benchmark() -> None:
-    registered = {name: config for name, (config, _) in METHODS.items()}
+    registered = {name: config for name, (config, _) in METHOD_CONFIGS.items()}
     for name, config in CONFIG_OF.items():
         assert registered.get(name) == config
         assert (CONFIGS / config).is_file()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ps_lightning.benchmark import (
-    METHODS,
+    METHOD_CONFIGS,
     METRICS,
     Harness,
     StepFailed,
@@ -64,7 +64,7 @@ def harness_with(steps: FakeSteps, max_epochs: int | None = None) -> Harness:
 
 def test_a_failing_method_is_recorded_and_the_others_are_evaluated(tmp_path: Path) -> None:
     steps = FakeSteps(tmp_path, failing={"gradient_ascent"})
-    methods = {name: METHODS[name] for name in ("gradient_ascent", "ps")}
+    methods = {name: METHOD_CONFIGS[name] for name in ("gradient_ascent", "ps")}
     summary = harness_with(steps).seed_run(0, "wholeclass", methods)
     assert summary["failed"] == {"gradient_ascent": "FloatingPointError: non-finite weights"}
     assert set(summary["models"]) == {"original", "retrain", "ps"}
@@ -78,7 +78,7 @@ def test_a_failing_method_is_recorded_and_the_others_are_evaluated(tmp_path: Pat
 
 def test_single_seed_tables_print_no_spread(tmp_path: Path) -> None:
     steps = FakeSteps(tmp_path)
-    summary = harness_with(steps).seed_run(0, "random", {"ps": METHODS["ps"]})
+    summary = harness_with(steps).seed_run(0, "random", {"ps": METHOD_CONFIGS["ps"]})
     one = markdown("digits", "random", [0], aggregate([summary], ["ps"]), isolate=False)
     assert "±" not in one
     two = markdown("digits", "random", [0, 1], aggregate([summary, summary], ["ps"]), False)
@@ -89,8 +89,8 @@ def test_max_epochs_reaches_only_original_and_retrain_and_changes_nothing_withou
     tmp_path: Path,
 ) -> None:
     plain, shortened = FakeSteps(tmp_path), FakeSteps(tmp_path)
-    harness_with(plain).seed_run(0, "random", {"ps": METHODS["ps"]})
-    harness_with(shortened, max_epochs=2).seed_run(0, "random", {"ps": METHODS["ps"]})
+    harness_with(plain).seed_run(0, "random", {"ps": METHOD_CONFIGS["ps"]})
+    harness_with(shortened, max_epochs=2).seed_run(0, "random", {"ps": METHOD_CONFIGS["ps"]})
     # The original's command line as the harness has always built it: cached runs stay valid.
     assert plain.calls[0][3] == ["--seed_everything", "0"]
     extra = ["--trainer.max_epochs", "2", "--lr_scheduler.init_args.T_max", "2"]
@@ -124,18 +124,20 @@ def test_a_grid_point_is_a_safe_run_name_and_model_overrides(tmp_path: Path) -> 
     ]
     grid = tmp_path / "grid.yaml"
     grid.write_text("scrub:\n  lr: [0.0005, 0.001]\n  epochs: [3, 5]\n")
-    assert len(read_grid(grid, METHODS)["scrub"]) == 4
+    assert len(read_grid(grid, METHOD_CONFIGS)["scrub"]) == 4
     grid.write_text("scrubb:\n  lr: [0.001]\n")
     with pytest.raises(ValueError, match="not benchmarked"):
-        read_grid(grid, METHODS)
+        read_grid(grid, METHOD_CONFIGS)
     grid.write_text("scrub:\n  lr: 0.001\n")
     with pytest.raises(ValueError, match="non-empty value lists"):
-        read_grid(grid, METHODS)
+        read_grid(grid, METHOD_CONFIGS)
 
 
 @pytest.mark.parametrize("name", ["digits.yaml", "fashion_mnist.yaml"])
 def test_shipped_grids_name_known_methods_and_init_arguments(name: str) -> None:
-    grid = read_grid(Path(__file__).resolve().parents[1] / "benchmarks/grids" / name, METHODS)
+    grid = read_grid(
+        Path(__file__).resolve().parents[1] / "benchmarks/grids" / name, METHOD_CONFIGS
+    )
     assert {"finetune", "salun", "scrub", "ps"} <= set(grid)
     # The reference values are grid points.
     assert {"lr": 0.013, "epochs": 10} in grid["salun"]

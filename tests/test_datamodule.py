@@ -14,7 +14,7 @@ from ps_lightning.data import DigitsDataModule, MNISTDataModule, UnlearningDataM
 from ps_lightning.data.datamodule import MANIFEST_NAME, TensorSamples
 from ps_lightning.data.manifest import fingerprint, write_manifest
 from ps_lightning.data.sources import Source
-from ps_lightning.io import atomic_write
+from ps_lightning.files import atomic_write
 
 NUM_TRAIN, NUM_TEST = 200, 60
 

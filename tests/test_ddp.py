@@ -21,7 +21,7 @@ from unlearning_fixtures import (
 )
 
 from ps_lightning.distributed import gather_rows
-from ps_lightning.unlearning.index import index_path
+from ps_lightning.prototype_surgery.ledger import index_path
 
 __all__ = ["naive_reference", "original", "retrain_ckpt"]  # fixtures used below
 

@@ -31,9 +31,9 @@ from unlearning_fixtures import (
 )
 
 from ps_lightning.cli import main
-from ps_lightning.io import atomic_torch_save, atomic_write_json
+from ps_lightning.files import atomic_torch_save, atomic_write_json
 from ps_lightning.models.classifier import load_classifier
-from ps_lightning.unlearning.index import Ledger, record_path
+from ps_lightning.prototype_surgery.ledger import Ledger, record_path
 
 __all__ = ["original"]  # fixtures used below
 

@@ -265,7 +265,7 @@ class HeadTrajectory(L.Callback):
         )
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: Any) -> None:
-        self.heldout_level = pl_module.heldout_level
+        self.heldout_level = pl_module.stopper.heldout_level
 
 
 def _confidence_level(original: Original, data: DigitsDataModule) -> tuple[torch.Tensor, float]:

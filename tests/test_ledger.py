@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ps_lightning.unlearning.index import (
+from ps_lightning.prototype_surgery.ledger import (
     Ledger,
     LedgerError,
     index_path,
@@ -198,7 +198,7 @@ def test_the_rebuild_command_prints_the_union_of_the_recorded_ids(
     checkpoint = tmp_path / "model.ckpt"
     cumulative_request(str(checkpoint), [9, 3], "a")
     cumulative_request(str(checkpoint), [3, 4], "b")
-    main([str(record_path(checkpoint))])  # python -m ps_lightning.unlearning.index <record>
+    main([str(record_path(checkpoint))])  # python -m ps_lightning.prototype_surgery.ledger <record>
     assert json.loads(capsys.readouterr().out) == [3, 4, 9]
 
 

@@ -26,21 +26,21 @@ from unlearning_fixtures import (
 from ps_lightning.data import DigitsDataModule
 from ps_lightning.data.manifest import write_manifest
 from ps_lightning.models.classifier import LeNet5, classifier_record, load_classifier
-from ps_lightning.unlearning import PSUnlearnModule
-from ps_lightning.unlearning.index import (
-    Ledger,
-    classifier_content_hash,
-    file_sha256,
-    index_path,
-    record_path,
-)
-from ps_lightning.unlearning.surgery import (
+from ps_lightning.prototype_surgery import PSUnlearnModule
+from ps_lightning.prototype_surgery.closed_form import (
     augmented_gram,
     gram,
     naive_head_surgery,
     naive_prototype_surgery,
     noise_floor_rtol,
     truncated_pinv,
+)
+from ps_lightning.prototype_surgery.ledger import (
+    Ledger,
+    classifier_content_hash,
+    file_sha256,
+    index_path,
+    record_path,
 )
 
 __all__ = ["naive_reference", "original", "retrain_ckpt"]  # fixtures used below

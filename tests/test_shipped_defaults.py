@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ps_lightning.benchmark import METHODS, Harness
+from ps_lightning.benchmark import METHOD_CONFIGS, Harness
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = (0, 1, 2)
@@ -29,7 +29,7 @@ def results(
     monkeypatch_module.chdir(REPO)  # the harness reads configs/<dataset>/ relative to the repo
     runs = tmp_path_factory.mktemp("shipped")
     harness = Harness("digits", runs, isolate=False, extra=[])
-    methods = {name: METHODS[name] for name in ("ps_paper", "ps")}
+    methods = {name: METHOD_CONFIGS[name] for name in ("ps_paper", "ps")}
     return {
         "wholeclass": harness.seed_run(0, "wholeclass", methods),
         "subclass": [harness.seed_run(seed, "subclass", methods) for seed in SEEDS],

@@ -8,7 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ps_lightning.unlearning.soft_labels import paper_cross_entropy, soft_cross_entropy, soft_labels
+from ps_lightning.prototype_surgery.soft_labels import (
+    paper_cross_entropy,
+    soft_cross_entropy,
+    soft_labels,
+)
 
 
 def _softmax(values: list[float]) -> list[float]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ps_lightning.unlearning.surgery import (
+from ps_lightning.prototype_surgery.closed_form import (
     accumulate_gram,
     apply_surgery,
     augmented_gram,

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from ps_lightning.cli import cli_main
-from ps_lightning.unlearning.index import file_sha256
+from ps_lightning.prototype_surgery.ledger import file_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs" / "digits"

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from ps_lightning.io import atomic_write_json
+from ps_lightning.files import atomic_write_json
 
 MANIFEST_FORMAT = 1
 # The keys a run reads back from a manifest (build_manifest writes these and a few counts).

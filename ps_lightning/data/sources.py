@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ps_lightning.io import atomic_write
+from ps_lightning.files import atomic_write
 
 
 class Source(NamedTuple):

@@ -29,7 +29,7 @@ from ps_lightning.evaluation.metrics import (
 )
 from ps_lightning.evaluation.probes import linear_probe_accuracy, relearn_steps
 from ps_lightning.evaluation.report import markdown_table
-from ps_lightning.io import atomic_write_json, atomic_write_text
+from ps_lightning.files import atomic_write_json, atomic_write_text
 from ps_lightning.models.classifier import load_classifier
 from ps_lightning.timing import TIMING_NAME
 

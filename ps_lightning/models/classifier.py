@@ -22,7 +22,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from ps_lightning.data.datamodule import EVAL_SPLITS
-from ps_lightning.io import safe_torch_load
+from ps_lightning.files import safe_torch_load
 from ps_lightning.models.lenet import LeNet5Net
 from ps_lightning.models.resnet_bottleneck import ResNet50Net
 from ps_lightning.models.resnet_cifar import CifarResNetNet

@@ -1,6 +1,6 @@
-"""Unlearning methods (LightningModules) and the surgery mathematics they use (plain tensors)."""
+"""The unlearning methods' shared base and the peer methods (LightningModules); Prototype Surgery
+lives in `ps_lightning.prototype_surgery`."""
 
-from ps_lightning.unlearning.base import UnlearningModule
 from ps_lightning.unlearning.baselines import (
     SCRUB,
     SSD,
@@ -11,7 +11,7 @@ from ps_lightning.unlearning.baselines import (
     RandomLabel,
     SalUn,
 )
-from ps_lightning.unlearning.prototype_surgery import PSUnlearnModule
+from ps_lightning.unlearning.unlearning_module import UnlearningModule
 
 __all__ = [
     "SCRUB",
@@ -20,7 +20,6 @@ __all__ = [
     "GradientAscent",
     "ImageUnlearningModule",
     "L1Sparse",
-    "PSUnlearnModule",
     "RandomLabel",
     "SalUn",
     "UnlearningModule",

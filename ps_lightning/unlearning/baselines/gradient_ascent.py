@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from ps_lightning.unlearning.baselines.base import Batch, ImageUnlearningModule
+from ps_lightning.unlearning.baselines.image_module import Batch, ImageUnlearningModule
 
 
 class GradientAscent(ImageUnlearningModule):

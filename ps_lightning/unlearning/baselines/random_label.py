@@ -24,7 +24,11 @@ from typing import Any
 
 import torch
 
-from ps_lightning.unlearning.baselines.base import Batch, ImageUnlearningModule, summed_gradients
+from ps_lightning.unlearning.baselines.image_module import (
+    Batch,
+    ImageUnlearningModule,
+    summed_gradients,
+)
 
 PASSES = {"sequential": "forget,retain", "joint": "forget+retain"}
 LABELS = ("any", "wrong")

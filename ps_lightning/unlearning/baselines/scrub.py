@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ps_lightning.unlearning.baselines.base import Batch, ImageUnlearningModule
+from ps_lightning.unlearning.baselines.image_module import Batch, ImageUnlearningModule
 
 
 def distillation_kl(

@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from ps_lightning.unlearning.base import UnlearningModule
-from ps_lightning.unlearning.baselines.base import summed_gradients
+from ps_lightning.unlearning.baselines.image_module import summed_gradients
+from ps_lightning.unlearning.unlearning_module import UnlearningModule
 
 REFERENCES = ("full", "retain")
 

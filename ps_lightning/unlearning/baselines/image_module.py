@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ps_lightning.unlearning.base import UnlearningModule
+from ps_lightning.unlearning.unlearning_module import UnlearningModule
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 

@@ -18,14 +18,9 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
-from ps_lightning.evaluation.figures import prototype_shift_figure, soft_label_figure
-from ps_lightning.unlearning.base import RESULT_CHECKPOINT, UnlearningModule
-from ps_lightning.unlearning.index import Ledger, LedgerState, classifier_content_hash
-from ps_lightning.unlearning.soft_labels import paper_cross_entropy, soft_cross_entropy, soft_labels
-from ps_lightning.unlearning.surgery import (
+from ps_lightning.prototype_surgery.closed_form import (
     accumulate_gram,
     augmented_gram,
     naive_head_surgery,
@@ -33,8 +28,17 @@ from ps_lightning.unlearning.surgery import (
     truncated_pinv,
     with_constant,
 )
+from ps_lightning.prototype_surgery.early_stop import ClosestToHeldoutLevel, heldout_confidence
+from ps_lightning.prototype_surgery.figures import PSFigures
+from ps_lightning.prototype_surgery.ledger import Ledger, LedgerState, classifier_content_hash
+from ps_lightning.prototype_surgery.soft_labels import (
+    paper_cross_entropy,
+    soft_cross_entropy,
+    soft_labels,
+)
+from ps_lightning.unlearning.unlearning_module import RESULT_CHECKPOINT, UnlearningModule
 
-METHODS = ("naive", "ps", "naive+ps")
+SURGERY_METHODS = ("naive", "ps", "naive+ps")
 TRAINABLE = ("bias", "weight", "weight+bias")
 EARLY_STOP = ("off", "on", "auto")
 ANCHOR_TARGETS = ("labels", "outputs")
@@ -112,7 +116,7 @@ class PSUnlearnModule(UnlearningModule):
             largest eigenvalue: ``auto`` is the noise floor of the features' precision,
             ``d·ε(feature dtype)`` for the d×d Gram matrix inverted (d+1 with surgery_bias;
             7.6e-6 for 64 float32 features; derived in
-            ``ps_lightning.unlearning.surgery``); a number sets it (``1.4e-14``, d·ε of
+            ``ps_lightning.prototype_surgery.closed_form``); a number sets it (``1.4e-14``, d·ε of
             float64, was the cutoff before: it inverts float32 rounding noise).
         surgery_bias: Naive PS operates on ``[W, b]`` against ``[f, 1]`` (the initial bias as
             the constant feature's ``W0``) instead of on ``W`` alone with ``b`` kept (the paper).
@@ -122,7 +126,7 @@ class PSUnlearnModule(UnlearningModule):
             softmax of the logits, a double softmax; link4sourcecode/PS-Unlearning,
             ``PS-Unlearning/utils/models.py``, ``FT_relabel``).
         use_index: cache the surgery index beside the original checkpoint (the surgery ledger,
-            `ps_lightning.unlearning.index`) and reuse it.
+            `ps_lightning.prototype_surgery.ledger`) and reuse it.
         cumulative: successive requests against the same original model accumulate, recorded
             in the ledger under its lock: the result removes every sample of every earlier
             cumulative request too, also of requests running at the same time.
@@ -153,7 +157,7 @@ class PSUnlearnModule(UnlearningModule):
         in_channels: int | None = None,
     ) -> None:
         for name, value, allowed in (
-            ("method", method, METHODS),
+            ("method", method, SURGERY_METHODS),
             ("trainable", trainable, TRAINABLE),
             ("early_stop", early_stop, EARLY_STOP),
             ("anchor_target", anchor_target, ANCHOR_TARGETS),
@@ -184,9 +188,7 @@ class PSUnlearnModule(UnlearningModule):
         self.index_built = False
         self.removed_indices: list[int] = []
         self.stopped_at_epoch: int | None = None
-        self.closest: tuple[float, int, torch.Tensor, torch.Tensor] | None = None
-        self.restored_step: int | None = None
-        self.heldout_level = float("nan")
+        self.stopper: ClosestToHeldoutLevel | None = None
         self.epoch_losses: dict[str, list[torch.Tensor]] = {}
         self.surgery_rtol: float | None = None
         self.surgery_rank: int | None = None
@@ -207,7 +209,7 @@ class PSUnlearnModule(UnlearningModule):
 
     # ------------------------------------------------------------------ set-up
     def configure_callbacks(self) -> list[L.Callback]:
-        return [*super().configure_callbacks(), HeadThreads()]
+        return [*super().configure_callbacks(), HeadThreads(), PSFigures()]
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
@@ -246,7 +248,15 @@ class PSUnlearnModule(UnlearningModule):
         self.cache["retain"] = retain
         if self.uses_early_stop:
             self.cache["calibration"] = self.extract(dm.eval_dataloader("calibration"))
-            self.heldout_level = self.heldout_confidence()
+            calibration = self.cache["calibration"]
+            self.stopper = ClosestToHeldoutLevel(
+                heldout_confidence(
+                    F.linear(calibration["features"], self.original_weight, self.original_bias),
+                    calibration["labels"],
+                    forget["labels"],
+                    self.model.hparams.num_classes,
+                )
+            )
         dm.serve_train_tensors(forget["features"], targets)
         self._log_curves(step=0)
 
@@ -379,66 +389,31 @@ class PSUnlearnModule(UnlearningModule):
         return probabilities.gather(1, rows["labels"][:, None]).flatten()
 
     @torch.no_grad()
-    def heldout_confidence(self) -> float:
-        """The original model's mean true-class confidence on held-out (calibration) samples of
-        the forget samples' classes, weighted by the forget set's class mix."""
-        forget_labels = self.cache["forget"]["labels"]
-        calibration = self.cache["calibration"]
-        calibration_labels = calibration["labels"]
-        logits = F.linear(calibration["features"], self.original_weight, self.original_bias)
-        calibration_conf = (
-            torch.softmax(logits.float(), dim=1).gather(1, calibration_labels[:, None]).flatten()
-        )
-        per_class = torch.zeros(self.model.hparams.num_classes, device=calibration_conf.device)
-        per_class.index_add_(0, calibration_labels, calibration_conf)
-        counts = torch.bincount(calibration_labels, minlength=len(per_class)).clamp(min=1)
-        return float((per_class / counts)[forget_labels].mean())
-
-    @torch.no_grad()
-    def confidence_excess(self) -> float:
-        """How much more confidently the forget samples are recognised than the original model
-        recognises unseen samples of their classes: > 0 while they are still remembered.
-
-        The level is fixed from the original model, as a model retrained without a part of a
-        class still recognises that class's unseen samples; comparing with the current head
-        instead would be fooled when PS erases the whole class (both levels fall to zero)."""
-        return float(self._true_class_confidence("forget").mean()) - self.heldout_level
+    def _forget_confidence(self) -> float:
+        return float(self._true_class_confidence("forget").mean())
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
-        if not self.uses_early_stop:
+        if self.stopper is None:
             return None
-        # Checked before every step. One step can overshoot the held-out level by far (a whole
-        # small forget set is one batch), so the head state closest to that level is kept and
-        # restored at the end, rather than whatever state the crossing step produced.
-        excess = self.confidence_excess()
-        if self.closest is None or abs(excess) < self.closest[0]:
-            head = self.model.prototypes
-            self.closest = (
-                abs(excess),
-                self.global_step,
-                head.weight.detach().clone(),
-                head.bias.detach().clone(),
-            )
-        if excess <= 0:
+        if self.stopper.reached(self._forget_confidence(), self.global_step, self.model.prototypes):
             self.stopped_at_epoch = self.current_epoch
             self.trainer.should_stop = True
             return -1  # skip the rest of this epoch; fit ends
         return None
 
     def on_train_end(self) -> None:
-        if self.uses_early_stop and self.closest is not None:
-            if not self.trainer.should_stop and abs(self.confidence_excess()) < self.closest[0]:
-                return  # the final state (after the last step) is the closest
-            _, self.restored_step, weight, bias = self.closest
-            self.model.prototypes.weight.data.copy_(weight)
-            self.model.prototypes.bias.data.copy_(bias)
-            if self.restored_step == 0:
-                start = "the original model" if self.hparams.method == "ps" else "Naive PS's result"
-                rank_zero_info(
-                    "PS kept its starting head: the early stop found the state before any step "
-                    f"closest to the held-out confidence level, so the result equals {start} "
-                    "(recorded as ps_kept_start_state)."
-                )
+        if self.stopper is None:
+            return
+        self.stopper.restore_closest(
+            self.trainer.should_stop, self._forget_confidence(), self.model.prototypes
+        )
+        if self.stopper.restored_step == 0:
+            start = "the original model" if self.hparams.method == "ps" else "Naive PS's result"
+            rank_zero_info(
+                "PS kept its starting head: the early stop found the state before any step "
+                f"closest to the held-out confidence level, so the result equals {start} "
+                "(recorded as ps_kept_start_state)."
+            )
 
     @torch.no_grad()
     def _accuracy(self, split: str) -> float:
@@ -455,7 +430,7 @@ class PSUnlearnModule(UnlearningModule):
         if logger is None:
             return
         metrics = {f"ps/{split}_acc": self._accuracy(split) for split in ("forget", "retain")}
-        metrics["ps/forget_confidence"] = float(self._true_class_confidence("forget").mean())
+        metrics["ps/forget_confidence"] = self._forget_confidence()
         logger.log_metrics(metrics, step=step)
 
     def on_train_epoch_end(self) -> None:
@@ -468,37 +443,17 @@ class PSUnlearnModule(UnlearningModule):
         self._log_curves(step=self.current_epoch + 1)
 
     # ------------------------------------------------------------------ the result
-    def on_fit_end(self) -> None:
-        self._log_figures()
-        super().on_fit_end()
-
-    def _log_figures(self) -> None:
-        if not isinstance(self.logger, TensorBoardLogger) or not self.trainer.is_global_zero:
-            return
-        writer = self.logger.experiment
-        head = self.model.prototypes
-        shift = (head.weight.detach() - self.original_weight).norm(dim=1)
-        target_classes = sorted(set(self.cache["forget"]["labels"].tolist()))
-        writer.add_figure("ps/prototype_shift", prototype_shift_figure(shift, target_classes))
-        if "targets" in self.cache["forget"]:
-            forget = self.cache["forget"]
-            writer.add_figure(
-                "ps/soft_labels", soft_label_figure(forget["targets"], forget["labels"])
-            )
-            writer.add_histogram(
-                "ps/soft_label_runner_up_mass", forget["targets"].max(dim=1).values
-            )
-
     def unlearning_record(self) -> dict[str, Any]:
         record = super().unlearning_record()
+        restored_step = self.stopper.restored_step if self.stopper is not None else None
         record.update(
             {
                 "removed_samples": len(self.removed_indices) or len(self.datamodule.forget_indices),
                 "index_built": self.index_built,
                 "early_stop_used": self.trains and self.uses_early_stop,
                 "stopped_at_epoch": self.stopped_at_epoch,
-                "restored_step": self.restored_step,
-                "ps_kept_start_state": self.restored_step == 0,
+                "restored_step": restored_step,
+                "ps_kept_start_state": restored_step == 0,
                 "surgery_rtol": self.surgery_rtol,
                 "surgery_rank": self.surgery_rank,
             }

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from ps_lightning.data.requests import ids_sha256
-from ps_lightning.io import atomic_torch_save, atomic_write_json
+from ps_lightning.files import atomic_torch_save, atomic_write_json
 from ps_lightning.models.classifier import ImageClassifier
 
 INDEX_FORMAT = 2
@@ -214,7 +214,7 @@ class Ledger:
             f"{len(history)} cumulative requests removing {len(removed)} samples (listed in "
             f"'{self.record_file}'); rebuilding it empty would silently bring them back into "
             "later results. To rebuild it: move the index and that record aside, write the "
-            f"union of the recorded ids with `python -m ps_lightning.unlearning.index "
+            f"union of the recorded ids with `python -m ps_lightning.prototype_surgery.ledger "
             f"'{self.record_file}' > removed.json`, and run one cumulative request with "
             "data.forget indices and data.forget_indices_file removed.json."
         )
@@ -288,7 +288,10 @@ class Ledger:
 def main(argv: list[str]) -> None:
     """Print the union of the ids a ledger record lists (to rebuild a lost index)."""
     if len(argv) != 1:
-        sys.exit("usage: python -m ps_lightning.unlearning.index <checkpoint>.surgery-ledger.json")
+        sys.exit(
+            "usage: python -m ps_lightning.prototype_surgery.ledger "
+            "<checkpoint>.surgery-ledger.json"
+        )
     requests = json.loads(Path(argv[0]).read_text())["requests"]
     print(json.dumps(union_of(requests)))
 

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from ps_lightning.data.datamodule import UnlearningDataModule
 from ps_lightning.distributed import gather_rows
-from ps_lightning.io import atomic_torch_save
+from ps_lightning.files import atomic_torch_save
 from ps_lightning.models.classifier import (
     ImageClassifier,
     classifier_record,

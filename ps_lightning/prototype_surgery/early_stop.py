@@ -1,0 +1,76 @@
+"""PS's early stop: stop when the forget samples are no longer recognised more confidently than
+held-out samples of their classes (a retrained model's behaviour), and keep the head state,
+checked before each step, that came closest to that level."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def heldout_confidence(
+    calibration_logits: torch.Tensor,
+    calibration_labels: torch.Tensor,
+    forget_labels: torch.Tensor,
+    num_classes: int,
+) -> float:
+    """The mean true-class confidence of ``calibration_logits`` (the original model's, on
+    held-out samples) per class, weighted by the forget set's class mix."""
+    calibration_conf = (
+        torch.softmax(calibration_logits.float(), dim=1)
+        .gather(1, calibration_labels[:, None])
+        .flatten()
+    )
+    per_class = torch.zeros(num_classes, device=calibration_conf.device)
+    per_class.index_add_(0, calibration_labels, calibration_conf)
+    counts = torch.bincount(calibration_labels, minlength=num_classes).clamp(min=1)
+    return float((per_class / counts)[forget_labels].mean())
+
+
+class ClosestToHeldoutLevel:
+    """The early-stop controller of the PS epochs, over the final layer it is given.
+
+    The level is fixed from the original model, as a model retrained without a part of a class
+    still recognises that class's unseen samples; comparing with the current head instead would
+    be fooled when PS erases the whole class (both levels fall to zero).
+
+    Args:
+        heldout_level: the original model's held-out confidence (`heldout_confidence`).
+    """
+
+    def __init__(self, heldout_level: float) -> None:
+        self.heldout_level = heldout_level
+        self.closest: tuple[float, int, torch.Tensor, torch.Tensor] | None = None
+        self.restored_step: int | None = None
+
+    def excess(self, forget_confidence: float) -> float:
+        """How much more confidently the forget samples are recognised than the held-out level:
+        > 0 while they are still remembered."""
+        return forget_confidence - self.heldout_level
+
+    def reached(self, forget_confidence: float, step: int, head: nn.Linear) -> bool:
+        """Called before every step: remember ``head`` if it is the closest state yet, and say
+        whether the level is reached (training stops)."""
+        # One step can overshoot the held-out level by far (a whole small forget set is one
+        # batch), so the head state closest to that level is kept and restored at the end,
+        # rather than whatever state the crossing step produced.
+        excess = self.excess(forget_confidence)
+        if self.closest is None or abs(excess) < self.closest[0]:
+            self.closest = (
+                abs(excess),
+                step,
+                head.weight.detach().clone(),
+                head.bias.detach().clone(),
+            )
+        return excess <= 0
+
+    def restore_closest(self, stopped: bool, final_confidence: float, head: nn.Linear) -> None:
+        """Put the closest state checked into ``head`` unless training ran out without stopping
+        and the final state (after the last step) is closer still."""
+        if self.closest is None:
+            return
+        if not stopped and abs(self.excess(final_confidence)) < self.closest[0]:
+            return
+        _, self.restored_step, weight, bias = self.closest
+        head.weight.data.copy_(weight)
+        head.bias.data.copy_(bias)
