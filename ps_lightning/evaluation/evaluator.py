@@ -31,6 +31,7 @@ from ps_lightning.evaluation.probes import linear_probe_accuracy, relearn_steps
 from ps_lightning.evaluation.report import markdown_table
 from ps_lightning.files import atomic_write_json, atomic_write_text
 from ps_lightning.models.classifier import load_classifier
+from ps_lightning.models.record import ClassifierRecord
 from ps_lightning.timing import TIMING_NAME
 
 
@@ -82,39 +83,20 @@ class UnlearningEvaluator(L.LightningModule):
             )
         self.save_hyperparameters()
         self.models = nn.ModuleDict()
-        self.records: dict[str, dict[str, Any]] = {}
+        self.classifier_records: dict[str, ClassifierRecord] = {}
         for name, path in checkpoints.items():
             model, record = load_classifier(path)
-            for key, expected in (("num_classes", num_classes), ("in_channels", in_channels)):
-                if expected is not None and record["init_args"].get(key) != expected:
-                    raise ValueError(
-                        f"checkpoint '{path}' has {key}={record['init_args'].get(key)}, the data "
-                        f"{expected}: it belongs to another dataset."
-                    )
+            self.classifier_records[name] = ClassifierRecord.from_checkpoint_record(path, record)
+            self.classifier_records[name].check_shape(num_classes, in_channels)
             self.models[name] = model
-            self.records[name] = record
         self.outputs: dict[str, dict[str, list[torch.Tensor]]] = {}
 
     def check_data(self, datamodule: UnlearningDataModule) -> None:
         """Every model must come from this training set; retrain must exclude this forget set."""
-        for name, record in self.records.items():
-            manifest = (record.get("data") or {}).get("split_manifest") or {}
-            if manifest.get("fingerprint") != datamodule.train_fingerprint:
-                raise ValueError(
-                    f"checkpoint {name!r} ('{self.hparams.checkpoints[name]}') was trained on "
-                    f"'{manifest.get('dataset')}' (fingerprint {manifest.get('fingerprint')}), "
-                    f"not on this data ('{datamodule.dataset_name}', fingerprint "
-                    f"{datamodule.train_fingerprint})."
-                )
-        if self.hparams.retrain is not None:
-            data = self.records[self.hparams.retrain].get("data") or {}
-            forget = (data.get("split_manifest") or {}).get("forget_indices")
-            if data.get("train_on") != "retain" or forget != datamodule.forget_indices.tolist():
-                raise ValueError(
-                    f"checkpoint {self.hparams.retrain!r} is not a model retrained without this "
-                    "forget set (it must be trained with train_on: retain on the same "
-                    "split_manifest)."
-                )
+        for name, record in self.classifier_records.items():
+            record.check_data(
+                datamodule, train_on="retain" if name == self.hparams.retrain else None
+            )
 
     def on_test_start(self) -> None:
         self.outputs = {name: {split: [] for split in EVAL_SPLITS} for name in self.models}
@@ -163,7 +145,7 @@ class UnlearningEvaluator(L.LightningModule):
             results[name] = {
                 "checkpoint": self.hparams.checkpoints[name],
                 "metrics": metrics,
-                "unlearning": self.records[name].get("unlearning"),
+                "unlearning": self.classifier_records[name].unlearning,
                 "timing": _run_timing(self.hparams.checkpoints[name]),
             }
         if self.hparams.original is not None:

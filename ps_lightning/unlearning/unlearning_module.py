@@ -26,6 +26,7 @@ from ps_lightning.models.classifier import (
     load_classifier,
     non_finite_tensors,
 )
+from ps_lightning.models.record import ClassifierRecord
 from ps_lightning.timing import RunTimer
 
 RESULT_CHECKPOINT = Path("checkpoints") / "model.ckpt"
@@ -46,38 +47,15 @@ class UnlearningModule(L.LightningModule):
         super().__init__()
         self.original_ckpt = str(original_ckpt)
         model, record = load_classifier(self.original_ckpt)
-        init_args = record["init_args"]
-        for name, expected in (("num_classes", num_classes), ("in_channels", in_channels)):
-            if expected is not None and init_args.get(name) != expected:
-                raise ValueError(
-                    f"the original checkpoint '{self.original_ckpt}' has {name}="
-                    f"{init_args.get(name)} but the data have {name}={expected}: it was trained "
-                    "on another dataset. Use that dataset's original checkpoint."
-                )
+        self.original_record = ClassifierRecord.from_checkpoint_record(self.original_ckpt, record)
+        self.original_record.check_shape(num_classes, in_channels)
         self.model: ImageClassifier = model
-        self.original_record = record
         self.model.requires_grad_(False)
 
     # ------------------------------------------------------------------ checks
     def check_data(self, datamodule: UnlearningDataModule) -> None:
         """Refuse a forget request that was not drawn from the original model's training set."""
-        data = self.original_record.get("data") or {}
-        manifest = data.get("split_manifest") or {}
-        if data.get("train_on") != "full":
-            raise ValueError(
-                f"'{self.original_ckpt}' was trained with train_on={data.get('train_on')!r}; "
-                "unlearning starts from an original model trained on the full training set."
-            )
-        if (
-            manifest.get("dataset") != datamodule.dataset_name
-            or manifest.get("fingerprint") != datamodule.train_fingerprint
-        ):
-            raise ValueError(
-                f"'{self.original_ckpt}' was trained on '{manifest.get('dataset')}' (fingerprint "
-                f"{manifest.get('fingerprint')}), but this forget request comes from "
-                f"'{datamodule.dataset_name}' (fingerprint {datamodule.train_fingerprint}). "
-                "Use the original checkpoint of the same training set."
-            )
+        self.original_record.check_data(datamodule, train_on="full")
 
     # ------------------------------------------------------------------ Lightning hooks
     def train(self, mode: bool = True) -> UnlearningModule:
@@ -162,7 +140,7 @@ class UnlearningModule(L.LightningModule):
         record["unlearning"] = self.unlearning_record()
         return {
             "state_dict": self.model.state_dict(),
-            "hyper_parameters": dict(self.original_record["init_args"]),
+            "hyper_parameters": dict(self.original_record.init_args),
             "ps_lightning": record,
             "pytorch-lightning_version": L.__version__,
         }
