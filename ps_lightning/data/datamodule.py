@@ -34,6 +34,7 @@ from ps_lightning.data.requests import (
     validate_request,
 )
 from ps_lightning.data.sources import Source
+from ps_lightning.splits import EVAL_SPLITS
 
 TRAIN_ON = ("full", "retain", "forget", "forget+retain", "forget,retain")
 # `forget+retain`: the train loader is `{"forget": loader, "retain": loader}`; Lightning combines
@@ -43,9 +44,6 @@ PAIRED = {"forget+retain": ("forget", "retain")}
 # loop of the RL, SalUn and SCRUB reference code). Lightning's fit loop refuses a sequential
 # CombinedLoader, so one loader serves the passes in order, one part per batch.
 SEQUENTIAL = {"forget,retain": ("forget", "retain")}
-# The order of the test loaders (validation: the first three, with a retain subset);
-# `dataloader_idx` indexes this tuple. Calibration is the held-out half of the test set.
-EVAL_SPLITS = ("forget", "retain", "test", "calibration")
 MANIFEST_NAME = "split.json"
 
 

@@ -18,7 +18,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
-from ps_lightning.data.datamodule import EVAL_SPLITS, UnlearningDataModule
+from ps_lightning.data.datamodule import UnlearningDataModule
 from ps_lightning.distributed import gather_rows
 from ps_lightning.evaluation.figures import confusion_matrix, confusion_matrix_figure
 from ps_lightning.evaluation.metrics import (
@@ -32,6 +32,7 @@ from ps_lightning.evaluation.report import markdown_table
 from ps_lightning.files import atomic_write_json, atomic_write_text
 from ps_lightning.models.classifier import load_classifier
 from ps_lightning.models.record import ClassifierRecord
+from ps_lightning.splits import EVAL_SPLITS
 from ps_lightning.timing import TIMING_NAME
 
 

@@ -21,12 +21,12 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from ps_lightning.data.datamodule import EVAL_SPLITS
 from ps_lightning.files import safe_torch_load
 from ps_lightning.models.lenet import LeNet5Net
 from ps_lightning.models.resnet_bottleneck import ResNet50Net
 from ps_lightning.models.resnet_cifar import CifarResNetNet
 from ps_lightning.models.vgg import VGG16Net
+from ps_lightning.splits import EVAL_SPLITS
 from ps_lightning.timing import RunTimer
 
 CHECKPOINT_FORMAT = 1

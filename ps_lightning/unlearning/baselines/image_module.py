@@ -7,66 +7,19 @@ a retain pass per epoch), puts the whole network in train
 mode while it trains, runs SGD with the method's own learning rate, momentum, weight decay and
 epochs, and saves the result through `UnlearningModule` in the classifier checkpoint format.
 A method only writes its loss. Gradient passes in eval mode (saliency masks, Fisher
-importances) go through `summed_gradients`.
+importances) go through `ps_lightning.unlearning.gradients.summed_gradients`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-from torch.utils.data import DataLoader
 
 from ps_lightning.unlearning.unlearning_module import UnlearningModule
 
 Batch = tuple[torch.Tensor, torch.Tensor]
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """``model`` in eval mode (BatchNorm statistics untouched) inside the block."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
-def summed_gradients(
-    module: UnlearningModule,
-    loader: DataLoader,
-    transform: Callable[[torch.Tensor], torch.Tensor] = lambda grad: grad,
-) -> tuple[list[torch.Tensor], int]:
-    """``Σ_batches transform(∇ mean cross-entropy)`` for every parameter of ``module.model``,
-    and the number of batches, both summed over processes.
-
-    The model runs in eval mode (no BatchNorm statistic changes), in float32 without autocast,
-    on the original labels and the datamodule's eval transform; no parameter is modified.
-    """
-    model = module.model
-    params = list(model.parameters())
-    sums = [torch.zeros_like(p, dtype=torch.float32) for p in params]
-    batches = 0
-    with (
-        eval_mode(model),
-        torch.enable_grad(),
-        torch.autocast(module.device.type, enabled=False),
-    ):
-        for images, labels in loader:
-            images, labels = images.to(module.device), labels.to(module.device)
-            loss = F.cross_entropy(model(module.datamodule.model_input(images)), labels)
-            for total, grad in zip(sums, torch.autograd.grad(loss, params), strict=True):
-                total.add_(transform(grad.float()))
-            batches += 1
-    reduce = module.trainer.strategy.reduce
-    sums = [reduce(total, reduce_op="sum") for total in sums]
-    count = reduce(torch.tensor(float(batches), device=module.device), reduce_op="sum")
-    return sums, int(count)
 
 
 def batch_size(batch: Batch | dict[str, Batch]) -> int:

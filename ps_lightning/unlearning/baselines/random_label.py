@@ -27,8 +27,8 @@ import torch
 from ps_lightning.unlearning.baselines.image_module import (
     Batch,
     ImageUnlearningModule,
-    summed_gradients,
 )
+from ps_lightning.unlearning.gradients import summed_gradients
 
 PASSES = {"sequential": "forget,retain", "joint": "forget+retain"}
 LABELS = ("any", "wrong")

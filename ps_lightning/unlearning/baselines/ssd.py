@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ps_lightning.unlearning.baselines.image_module import summed_gradients
+from ps_lightning.unlearning.gradients import summed_gradients
 from ps_lightning.unlearning.unlearning_module import UnlearningModule
 
 REFERENCES = ("full", "retain")
