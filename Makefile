@@ -123,7 +123,7 @@ $(REQUEST_DIR)/evaluate/table.md: $(ORIGINAL_CKPT) $(foreach s,retrain naive_ps 
 	$(PSL) test --config $(CONFIGS)/evaluate.yaml --run $(REQUEST_RUN)/evaluate $(COMMON) $(FROM_REQUEST) \
 		--model.init_args.checkpoints '{original: $(ORIGINAL_CKPT), retrain: $(REQUEST_DIR)/retrain/checkpoints/model.ckpt, naive_ps: $(REQUEST_DIR)/naive_ps/checkpoints/model.ckpt, ps: $(REQUEST_DIR)/ps/checkpoints/model.ckpt}'
 
-# The benchmark harness (python -m ps_lightning.benchmark): resumable, results in
+# The benchmark harness (ps-lightning bench): resumable, results in
 # benchmarks/results/<dataset>-<scenario>.{md,json}. SELECT=1: each method's values are first
 # chosen on SELECT_SEEDS by the grid benchmarks/grids/<dataset>.yaml (lowest mean avg gap; written
 # to benchmarks/results/<dataset>-selection.{md,json}), then reported on SEEDS (default 3 4 5).
@@ -135,7 +135,7 @@ SCENARIOS ?= subclass random wholeclass
 METHODS ?=
 GRID ?= benchmarks/grids/$(DATASET).yaml
 bench: $(STAMP)
-	$(BIN)/python -m ps_lightning.benchmark --dataset $(DATASET) --seeds $(SEEDS) \
+	$(BIN)/ps-lightning bench --dataset $(DATASET) --seeds $(SEEDS) \
 		--scenarios $(SCENARIOS) $(if $(METHODS),--methods $(METHODS)) \
 		$(if $(SELECT),--grid $(GRID) --select-seeds $(SELECT_SEEDS)) \
 		$(if $(MAX_EPOCHS),--max-epochs $(MAX_EPOCHS)) \

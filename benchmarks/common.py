@@ -176,21 +176,6 @@ def step_args(config: Path, run: str, runs: Path, original: Path) -> list[str]:
     return args
 
 
-def cli_fit(args: Sequence[str]) -> None:
-    """``ps-lightning fit <args>`` in this process (`ps_lightning.cli.cli_main`).
-
-    LightningCLI reads ``sys.argv`` too when given ``args``; the calling script's own flags are
-    hidden from it for the call.
-    """
-    from ps_lightning.cli import cli_main
-
-    argv, sys.argv = sys.argv, sys.argv[:1]
-    try:
-        cli_main(["fit", *args])
-    finally:
-        sys.argv = argv
-
-
 def quiet_lightning() -> None:
     """Drop Lightning's per-run banners, tips and known-harmless warnings from the output."""
     import logging

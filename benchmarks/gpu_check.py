@@ -35,8 +35,9 @@ from typing import Any
 
 import lightning as L
 import torch
-from common import CONFIGS, cli_fit, quiet_lightning, set_threads, step_args
+from common import CONFIGS, quiet_lightning, set_threads, step_args
 
+from ps_lightning.cli import run_step
 from ps_lightning.data import CIFAR10DataModule, DigitsDataModule
 from ps_lightning.data.sources import Source
 from ps_lightning.files import safe_torch_load
@@ -89,7 +90,7 @@ class Setup:
     def fit(self, config: str, run: str, *overrides: str) -> Path:
         """A digits step through the CLI; returns its run directory."""
         args = step_args(DIGITS / config, run, self.runs, self.original)
-        cli_fit([*args, *overrides])
+        run_step(["fit", *args, *overrides])
         return self.runs / "digits" / run
 
 

@@ -31,7 +31,6 @@ import argparse
 import multiprocessing
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -95,13 +94,9 @@ def find_original(path: Path) -> Path:
 
 def fit(args: list[str]) -> tuple[Any, PhaseTimer]:
     """One unlearning fit through the product's CLI objects; returns the module and phases."""
-    from ps_lightning.cli import cli_main
+    from ps_lightning.cli import run_step
 
-    argv, sys.argv = sys.argv, sys.argv[:1]
-    try:
-        cli = cli_main(args, run=False)
-    finally:
-        sys.argv = argv
+    cli = run_step(["fit", *args], run=False)
     timer = PhaseTimer()
     cli.trainer.callbacks.append(timer)
     started = time.perf_counter()

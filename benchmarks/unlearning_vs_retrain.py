@@ -3,7 +3,7 @@
     python benchmarks/unlearning_vs_retrain.py             # digits + MNIST-shaped (60,000)
     python benchmarks/unlearning_vs_retrain.py --quick     # MNIST-shaped with 20,000 samples
 
-Every step is `ps_lightning.cli.cli_main(["fit", "--config", ...])` in this process, with the
+Every step is `ps_lightning.cli.run_step(["fit", "--config", ...])` in this process, with the
 shipped configs of configs/<dataset>/ and the paper's request (10% of class 1); "work" is the
 wall time of that call: parsing, data loading, model load, feature passes, surgery or
 fine-tuning, checkpoint saved. Interpreter + import start-up (`python -c "import
@@ -26,7 +26,6 @@ import argparse
 import json
 import math
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -47,7 +46,7 @@ from common import (
     write_fake_mnist,
 )
 
-from ps_lightning.cli import cli_main
+from ps_lightning.cli import run_step
 from ps_lightning.models import ResNet20
 from ps_lightning.timing import TIMING_NAME
 
@@ -78,18 +77,14 @@ class Runner:
         config_path = CONFIGS / self.dataset / config
         args = ["fit", *step_args(config_path, run, self.runs, self.original), *self.extra]
         args += list(overrides)
-        argv, sys.argv = sys.argv, sys.argv[:1]  # the CLI would also read this script's flags
-        try:
-            parse = math.nan
-            if breakdown:  # the same call without running fit: the fixed cost of a CLI step
-                started = time.perf_counter()
-                cli_main(args[1:], run=False)  # no subcommand without run
-                parse = time.perf_counter() - started
+        parse = math.nan
+        if breakdown:  # the same call without running fit: the fixed cost of a CLI step
             started = time.perf_counter()
-            cli_main(args)
-            work = time.perf_counter() - started
-        finally:
-            sys.argv = argv
+            run_step(args, run=False)
+            parse = time.perf_counter() - started
+        started = time.perf_counter()
+        run_step(args)
+        work = time.perf_counter() - started
         timing = json.loads((self.runs / self.dataset / run / TIMING_NAME).read_text())
         return Step(work, float(timing["fit_seconds"]), parse)
 

@@ -1,7 +1,7 @@
 """The benchmark harness: every method on the same splits, the same original models, several
 seeds, side by side with retraining.
 
-    python -m ps_lightning.benchmark --dataset digits --seeds 0 1 2 3 4 \
+    ps-lightning bench --dataset digits --seeds 0 1 2 3 4 \
         --scenarios subclass random wholeclass --methods naive_ps ps_paper ps
 
 Per seed it trains one original model (seed_everything = seed), and per scenario a retrained
@@ -31,15 +31,17 @@ import math
 import re
 import shutil
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ps_lightning.cli import StepFailed, run_step
 from ps_lightning.files import atomic_write_json, atomic_write_text
+
+# The repository's configs/, beside the package (a source checkout or an editable install).
+REPOSITORY_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 SCENARIOS: dict[str, list[str]] = {
     # The paper's request: 10% of class 1.
@@ -173,10 +175,6 @@ def select(scores: dict[str, list[float]], points: dict[str, dict[str, Any]]) ->
     return best, means[best]
 
 
-class StepFailed(RuntimeError):
-    """A benchmarked method's step failed; the benchmark records it and goes on."""
-
-
 class Harness:
     def __init__(
         self,
@@ -185,9 +183,10 @@ class Harness:
         isolate: bool,
         extra: list[str],
         max_epochs: int | None = None,
+        configs: Path = REPOSITORY_CONFIGS,
     ) -> None:
         self.dataset = dataset
-        self.configs = Path("configs") / dataset
+        self.configs = configs / dataset
         self.runs_dir = runs_dir
         self.isolate = isolate
         self.extra = extra
@@ -206,8 +205,13 @@ class Harness:
 
     def step(self, subcommand: str, config: str, run: str, args: list[str]) -> Path:
         """Run one CLI step unless its cached result exists; return its run directory."""
+        # The cache key names the config as `configs/<dataset>/<file>` wherever the configs
+        # lie, as it did when they were found through the working directory: runs made then
+        # are still found.
+        config_key = str(Path("configs") / self.dataset / config)
+        key = [subcommand, "--config", config_key, *args, *self.extra]
+        digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:12]
         command = [subcommand, "--config", str(self.configs / config), *args, *self.extra]
-        digest = hashlib.sha256(json.dumps(command).encode()).hexdigest()[:12]
         run_dir = self.runs_dir / self.dataset / f"{run}-{digest}"
         done = run_dir / ("metrics.json" if subcommand == "test" else "checkpoints/model.ckpt")
         if done.is_file():
@@ -225,24 +229,12 @@ class Harness:
             "false",
         ]
         print(f"  running {run} …", flush=True)
-        if self.isolate:
-            finished = subprocess.run(
-                [sys.executable, "-m", "ps_lightning.cli", *command],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            if finished.returncode:
-                sys.stderr.write(finished.stderr)
-                lines = finished.stderr.strip().splitlines() or [f"exit {finished.returncode}"]
-                raise StepFailed(lines[-1])
-        else:
-            from ps_lightning.cli import cli_main
-
-            try:
-                cli_main(command)
-            except Exception as error:  # any method error: recorded, the benchmark goes on
-                raise StepFailed(f"{type(error).__name__}: {error}") from error
+        try:
+            run_step(command, in_child=self.isolate)
+        except StepFailed:
+            raise
+        except Exception as error:  # any method error: recorded, the benchmark goes on
+            raise StepFailed(f"{type(error).__name__}: {error}") from error
         return run_dir
 
     def seed_run(
@@ -433,7 +425,9 @@ def selection_markdown(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="ps-lightning bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
@@ -446,6 +440,12 @@ def main(argv: list[str] | None = None) -> None:
         help="extra method: name=ps.yaml:key=value,key=value (model init args)",
     )
     parser.add_argument("--runs-dir", type=Path, default=Path("runs/bench"))
+    parser.add_argument(
+        "--configs",
+        type=Path,
+        default=REPOSITORY_CONFIGS,
+        help="the folder of the datasets' configs (default: the repository's, beside the package)",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument(
         "--isolate",
@@ -494,7 +494,14 @@ def main(argv: list[str] | None = None) -> None:
         )
     methods = {m: METHOD_CONFIGS[m] for m in args.methods}
     methods.update(parse_variant(v) for v in args.variant)
-    harness = Harness(args.dataset, args.runs_dir, args.isolate, args.trainer_arg, args.max_epochs)
+    if not (args.configs / args.dataset).is_dir():
+        parser.error(
+            f"no configs for {args.dataset!r} under '{args.configs}': pass --configs "
+            "<repository>/configs (an installed package has no configs beside it)."
+        )
+    harness = Harness(
+        args.dataset, args.runs_dir, args.isolate, args.trainer_arg, args.max_epochs, args.configs
+    )
     started = time.perf_counter()
     if args.grid is not None:
         methods = run_selection(harness, args, methods, started)

@@ -2,14 +2,17 @@
 
 `ps-lightning fit --config configs/<dataset>/<step>.yaml` trains an original or retrained model
 or runs an unlearning method; `ps-lightning test --config configs/<dataset>/evaluate.yaml`
-evaluates a checkpoint.
+evaluates a checkpoint; `ps-lightning bench ...` runs the benchmark harness
+(`ps_lightning.benchmark`).
 """
 
 from __future__ import annotations
 
 import atexit
+import subprocess
 import sys
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
@@ -129,6 +132,42 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> PSLightningCLI:
     )
 
 
+class StepFailed(RuntimeError):
+    """A step failed: run as a child process, the message is the last line it wrote to stderr
+    (the benchmark harness records the failure of a method's step and goes on)."""
+
+
+def run_step(
+    command: Sequence[str], *, in_child: bool = False, run: bool = True
+) -> PSLightningCLI | None:
+    """Run one ``ps-lightning`` step (``command``: ``fit ...`` or ``test ...``), the one way
+    every caller (the benchmark harness, the benchmarks, the tests) runs one.
+
+    In this process it returns the CLI (its trainer, model and datamodule); the caller's own
+    ``sys.argv`` is hidden from LightningCLI, which reads it besides ``command``. ``run=False``
+    only parses and builds (the subcommand is dropped, as LightningCLI wants). With
+    ``in_child`` the step runs as ``python -m ps_lightning.cli`` (its own peak memory, its own
+    threads), its stdout dropped; a failure raises `StepFailed` and echoes the child's stderr.
+    """
+    if in_child:
+        finished = subprocess.run(
+            [sys.executable, "-m", "ps_lightning.cli", *command],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        if finished.returncode:
+            sys.stderr.write(finished.stderr)
+            lines = finished.stderr.strip().splitlines() or [f"exit {finished.returncode}"]
+            raise StepFailed(lines[-1])
+        return None
+    argv, sys.argv = sys.argv, sys.argv[:1]
+    try:
+        return cli_main(list(command) if run else list(command[1:]), run=run)
+    finally:
+        sys.argv = argv
+
+
 def _raised_by_project(error: BaseException) -> bool:
     frames = traceback.extract_tb(error.__traceback__)
     return bool(frames) and "ps_lightning" in frames[-1].filename
@@ -152,6 +191,12 @@ def _user_error(error: BaseException) -> BaseException | None:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["bench"]:
+        # The experiment harness; imported here, as it imports this module.
+        from ps_lightning.benchmark import main as bench_main
+
+        bench_main(sys.argv[2:])
+        return
     try:
         cli_main()
     except (ValueError, OSError, TypeError, RuntimeError, FloatingPointError) as error:

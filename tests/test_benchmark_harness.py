@@ -3,6 +3,7 @@ fatal, training epochs only where asked, and tables that show what was measured.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -21,6 +22,8 @@ from ps_lightning.benchmark import (
     read_grid,
     select,
 )
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 class FakeSteps:
@@ -142,3 +145,28 @@ def test_shipped_grids_name_known_methods_and_init_arguments(name: str) -> None:
     # The reference values are grid points.
     assert {"lr": 0.013, "epochs": 10} in grid["salun"]
     assert {"lr": 0.0005, "epochs": 3} in grid["scrub"]
+
+
+def test_a_steps_cache_key_does_not_depend_on_where_the_configs_lie(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commands: list[list[str]] = []
+    monkeypatch.setattr(
+        "ps_lightning.benchmark.run_step", lambda command, in_child: commands.append(command)
+    )
+    elsewhere = tmp_path / "copied-configs"
+    run_dirs = [
+        Harness("digits", tmp_path / "runs", False, [], configs=configs).step(
+            "fit", "ps.yaml", "s0-ps", ["--seed_everything", "0"]
+        )
+        for configs in (REPO / "configs", elsewhere)
+    ]
+    assert run_dirs[0] == run_dirs[1]
+    # The key of runs made when the harness read configs/ from the working directory.
+    before = ["fit", "--config", "configs/digits/ps.yaml", "--seed_everything", "0"]
+    digest = hashlib.sha256(json.dumps(before).encode()).hexdigest()[:12]
+    assert run_dirs[0] == tmp_path / "runs" / "digits" / f"s0-ps-{digest}"
+    assert [c[2] for c in commands] == [
+        str(REPO / "configs" / "digits" / "ps.yaml"),
+        str(elsewhere / "digits" / "ps.yaml"),
+    ]

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from unittest import mock
 
 import pytest
 import torch
@@ -15,7 +14,7 @@ import yaml
 from conftest import REPO_ROOT, listing
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from ps_lightning.cli import cli_main
+from ps_lightning.cli import run_step
 
 CONFIGS = REPO_ROOT / "configs" / "digits"
 QUICK = [
@@ -36,8 +35,7 @@ def fit(config: str, save_dir: Path, *extra: str) -> None:
         "--trainer.logger.init_args.save_dir", str(save_dir),
         *extra,
     ]  # fmt: skip
-    with mock.patch.object(sys, "argv", ["ps-lightning"]):  # not pytest's own arguments
-        cli_main(args)
+    run_step(args)
 
 
 @pytest.fixture(scope="module")

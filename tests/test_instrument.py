@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 from statistics import NormalDist
 from typing import Any
-from unittest import mock
 
 import lightning as L
 import pytest
@@ -31,7 +29,7 @@ from unlearning_fixtures import (
     run_cli,
 )
 
-from ps_lightning.cli import cli_main
+from ps_lightning.cli import run_step
 from ps_lightning.data import DigitsDataModule
 from ps_lightning.evaluation.metrics import (
     MIA_ATTACKS,
@@ -312,8 +310,7 @@ def test_ps_early_stop_restores_the_state_closest_to_the_calibration_level(
         "--model.init_args.lr",
         LR,
     ]
-    with mock.patch.object(sys, "argv", ["ps-lightning"]):
-        cli = cli_main(args)
+    cli = run_step(args)
     trajectory = next(c for c in cli.trainer.callbacks if isinstance(c, HeadTrajectory))
     data = DigitsDataModule(
         forget_classes=[2], split_manifest=str(tmp_path / "digits" / "ps" / "split.json")

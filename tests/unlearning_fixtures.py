@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import pytest
 import torch
 
-from ps_lightning.cli import cli_main
+from ps_lightning.cli import run_step
 from ps_lightning.prototype_surgery.ledger import file_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,21 +40,19 @@ def _once(key: str, make: Callable[[], Any]) -> Any:
 
 def run_cli(subcommand: str, config: str, save_dir: Path, run: str, *args: str) -> Path:
     """``ps-lightning <subcommand> --config configs/digits/<config> ...``; returns the run dir."""
-    # The CLI reads only ``args``; an empty sys.argv keeps pytest's own options out of its view.
-    with mock.patch.object(sys, "argv", ["ps-lightning"]):
-        cli_main(
-            [
-                subcommand,
-                "--config",
-                str(CONFIGS / config),
-                "--run",
-                run,
-                "--trainer.logger.init_args.save_dir",
-                str(save_dir),
-                *QUIET,
-                *args,
-            ]
-        )
+    run_step(
+        [
+            subcommand,
+            "--config",
+            str(CONFIGS / config),
+            "--run",
+            run,
+            "--trainer.logger.init_args.save_dir",
+            str(save_dir),
+            *QUIET,
+            *args,
+        ]
+    )
     return save_dir / "digits" / run
 
 
