@@ -43,21 +43,13 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from ps_lightning.benchmark import SCENARIOS
 from ps_lightning.prototype_surgery.ps_module import LOSSES, OPTIMIZERS, intra_op_threads
 from ps_lightning.prototype_surgery.soft_labels import soft_cross_entropy
 
-DEFAULT_ORIGINAL = Path("/work/bench-runs/fashion_mnist")
 TWO_THREAD_EPOCHS = 5
-WHOLE_CLASS = [
-    "--data.init_args.split_manifest",
-    "null",
-    "--data.init_args.forget",
-    "classes",
-    "--data.init_args.forget_classes",
-    "[1]",
-    "--data.init_args.forget_ratio",
-    "1.0",
-]
+# The harness's whole-class request, drawn afresh (not from the original run's split).
+WHOLE_CLASS = ["--data.init_args.split_manifest", "null", *SCENARIOS["wholeclass"]]
 
 
 class PhaseTimer(L.Callback):
@@ -199,7 +191,13 @@ def measure(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--original", type=Path, default=DEFAULT_ORIGINAL)
+    parser.add_argument(
+        "--original",
+        type=Path,
+        default=common.REPO / "runs" / "bench" / "fashion_mnist",
+        help="a finished Fashion-MNIST original run, or a folder holding exactly one "
+        "(default: the one `make bench DATASET=fashion_mnist` trains)",
+    )
     parser.add_argument("--data-dir", type=Path, default=common.REPO / "data")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-busy", action="store_true", help="skip the busy-neighbour series")
