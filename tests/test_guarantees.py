@@ -257,9 +257,9 @@ def test_a_writer_killed_before_its_rename_leaves_a_temporary_the_next_write_rem
     target = tmp_path / "model.ckpt.surgery-index.pt"
     code = (
         "import os\n"
-        "from ps_lightning import io\n"
+        "from ps_lightning import files\n"
         "os.replace = lambda *args: os.kill(os.getpid(), 9)  # killed between write and rename\n"
-        f"io.atomic_write({str(target)!r}, lambda handle: handle.write(b'index'))\n"
+        f"files.atomic_write({str(target)!r}, lambda handle: handle.write(b'index'))\n"
     )
     killed = subprocess.run([sys.executable, "-c", code], timeout=120)
     assert killed.returncode == -signal.SIGKILL
