@@ -322,12 +322,6 @@ class PSUnlearnModule(UnlearningModule):
     def _operate(self, index: dict[str, Any], forget_gram: torch.Tensor) -> None:
         """Replace the head by its Naive PS result for the augmented ``forget_gram``."""
         head = self.model.prototypes
-        if self.hparams.surgery_bias and "initial_bias" not in self.model.state_dict():
-            raise ValueError(
-                f"'{self.original_ckpt}' has no 'initial_bias' (the final layer's bias at "
-                "initialisation), which surgery_bias needs; set surgery_bias false or retrain "
-                "the original model with this version."
-            )
         full_gram = index["gram"].to(self.device)
         dim = full_gram.shape[0] if self.hparams.surgery_bias else full_gram.shape[0] - 1
         rtol = self.hparams.rcond
