@@ -127,7 +127,8 @@ $(REQUEST_DIR)/evaluate/table.md: $(ORIGINAL_CKPT) $(foreach s,retrain naive_ps 
 # benchmarks/results/<dataset>-<scenario>.{md,json}. SELECT=1: each method's values are first
 # chosen on SELECT_SEEDS by the grid benchmarks/grids/<dataset>.yaml (lowest mean avg gap; written
 # to benchmarks/results/<dataset>-selection.{md,json}), then reported on SEEDS (default 3 4 5).
-# MAX_EPOCHS: original and retrain training epochs (and their schedule), as for make <dataset>.
+# MAX_EPOCHS: original and retrain training epochs (and their schedule), as for make <dataset>;
+# ARCHITECTURE: their network, if not the config's (a name from ps_lightning.models).
 SELECT ?=
 SELECT_SEEDS ?= 0 1 2
 SEEDS ?= $(if $(SELECT),3 4 5,0 1 2 3 4)
@@ -138,16 +139,16 @@ bench: $(STAMP)
 	$(BIN)/ps-lightning bench --dataset $(DATASET) --seeds $(SEEDS) \
 		--scenarios $(SCENARIOS) $(if $(METHODS),--methods $(METHODS)) \
 		$(if $(SELECT),--grid $(GRID) --select-seeds $(SELECT_SEEDS)) \
-		$(if $(MAX_EPOCHS),--max-epochs $(MAX_EPOCHS)) \
+		$(if $(MAX_EPOCHS),--max-epochs $(MAX_EPOCHS)) $(if $(ARCHITECTURE),--architecture $(ARCHITECTURE)) \
 		--runs-dir $(RUNS_DIR)/bench --out benchmarks/results $(if $(ISOLATE),--isolate) \
 		--trainer-arg=--trainer.accelerator=$(ACCELERATOR) --trainer-arg=--trainer.devices=$(DEVICES) \
 		--trainer-arg=--trainer.precision=$(PRECISION) --trainer-arg=--data.init_args.data_dir=$(DATA_DIR)
 
 # The SalUn / l1-sparse papers' "random 10%" request on CIFAR-10 (10% of the training set drawn
-# at random), every method side by side; a GPU job (hours), never run by the tests. Their model
-# is ResNet-18; this project's CIFAR-10 network is the paper's ResNet20 (see README).
+# at random), every method side by side, on their network, ResNet-18; a GPU job (hours), never
+# run by the tests.
 bench-cifar10-random:
-	@$(MAKE) --no-print-directory bench DATASET=cifar10 SCENARIOS=random ACCELERATOR=gpu \
+	@$(MAKE) --no-print-directory bench DATASET=cifar10 SCENARIOS=random ACCELERATOR=gpu ARCHITECTURE=ResNet18 \
 		SEEDS="$(SEEDS)" $(if $(SELECT),SELECT=1)
 
 clean-runs:

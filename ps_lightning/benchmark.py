@@ -12,7 +12,8 @@ Results: ``<out>/<dataset>-<scenario>.md`` and ``.json`` with mean ± std over s
 
 A method whose step fails (e.g. non-finite weights) is recorded as failed for that seed and the
 benchmark goes on without it. ``--max-epochs N`` shortens the original and retrain training
-(and their cosine schedule) as ``make <dataset> MAX_EPOCHS=N`` does.
+(and their cosine schedule) as ``make <dataset> MAX_EPOCHS=N`` does; ``--architecture NAME``
+trains them with another registered network (the methods take it from the original's checkpoint).
 
 One selection rule for every method (``--grid benchmarks/grids/<dataset>.yaml --select-seeds
 ...``): each method's grid points (any model init argument can be an axis) run on the
@@ -39,6 +40,7 @@ import yaml
 
 from ps_lightning.cli import StepFailed, run_step
 from ps_lightning.files import atomic_write_json, atomic_write_text
+from ps_lightning.models import ARCHITECTURES
 
 # The repository's configs/, beside the package (a source checkout or an editable install).
 REPOSITORY_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -175,6 +177,8 @@ def select(scores: dict[str, list[float]], points: dict[str, dict[str, Any]]) ->
     return best, means[best]
 
 
+ARCHITECTURE_PATH = "ps_lightning.models."
+
 class Harness:
     def __init__(
         self,
@@ -184,24 +188,24 @@ class Harness:
         extra: list[str],
         max_epochs: int | None = None,
         configs: Path = REPOSITORY_CONFIGS,
+        architecture: str | None = None,
     ) -> None:
         self.dataset = dataset
         self.configs = configs / dataset
         self.runs_dir = runs_dir
         self.isolate = isolate
         self.extra = extra
-        # Only for original and retrain training: without it, their command lines (and so the
-        # cache keys of runs made before this option existed) are unchanged.
-        self.training = (
-            []
-            if max_epochs is None
-            else [
+        # Only for original and retrain training: without them, their command lines (and so the
+        # cache keys of runs made before these options existed) are unchanged. The methods
+        # read the architecture from the original's checkpoint.
+        self.training = [] if architecture is None else ["--model", ARCHITECTURE_PATH + architecture]
+        if max_epochs is not None:
+            self.training += [
                 "--trainer.max_epochs",
                 str(max_epochs),
                 "--lr_scheduler.init_args.T_max",
                 str(max_epochs),
             ]
-        )
 
     def step(self, subcommand: str, config: str, run: str, args: list[str]) -> Path:
         """Run one CLI step unless its cached result exists; return its run directory."""
@@ -459,6 +463,13 @@ def main(argv: list[str] | None = None) -> None:
         help="epochs of original and retrain training (their cosine T_max follows)",
     )
     parser.add_argument(
+        "--architecture",
+        choices=sorted(ARCHITECTURES),
+        default=None,
+        help="train the original and retrain models with this network instead of the config's "
+        "(e.g. ResNet18 for the SalUn / l1-sparse CIFAR-10 setting)",
+    )
+    parser.add_argument(
         "--grid",
         type=Path,
         default=None,
@@ -500,7 +511,13 @@ def main(argv: list[str] | None = None) -> None:
             "<repository>/configs (an installed package has no configs beside it)."
         )
     harness = Harness(
-        args.dataset, args.runs_dir, args.isolate, args.trainer_arg, args.max_epochs, args.configs
+        args.dataset,
+        args.runs_dir,
+        args.isolate,
+        args.trainer_arg,
+        args.max_epochs,
+        args.configs,
+        args.architecture,
     )
     started = time.perf_counter()
     if args.grid is not None:

@@ -59,8 +59,17 @@ class FakeSteps:
         return run_dir
 
 
-def harness_with(steps: FakeSteps, max_epochs: int | None = None) -> Harness:
-    harness = Harness("digits", steps.root, isolate=False, extra=[], max_epochs=max_epochs)
+def harness_with(
+    steps: FakeSteps, max_epochs: int | None = None, architecture: str | None = None
+) -> Harness:
+    harness = Harness(
+        "digits",
+        steps.root,
+        isolate=False,
+        extra=[],
+        max_epochs=max_epochs,
+        architecture=architecture,
+    )
     harness.step = steps  # type: ignore[method-assign]
     return harness
 
@@ -88,15 +97,18 @@ def test_single_seed_tables_print_no_spread(tmp_path: Path) -> None:
     assert "0.100 ± 0.000" in two
 
 
-def test_max_epochs_reaches_only_original_and_retrain_and_changes_nothing_without_it(
+def test_max_epochs_and_architecture_reach_only_original_and_retrain_and_change_nothing_without(
     tmp_path: Path,
 ) -> None:
     plain, shortened = FakeSteps(tmp_path), FakeSteps(tmp_path)
     harness_with(plain).seed_run(0, "random", {"ps": METHOD_CONFIGS["ps"]})
-    harness_with(shortened, max_epochs=2).seed_run(0, "random", {"ps": METHOD_CONFIGS["ps"]})
+    harness_with(shortened, max_epochs=2, architecture="ResNet18").seed_run(
+        0, "random", {"ps": METHOD_CONFIGS["ps"]}
+    )
     # The original's command line as the harness has always built it: cached runs stay valid.
     assert plain.calls[0][3] == ["--seed_everything", "0"]
-    extra = ["--trainer.max_epochs", "2", "--lr_scheduler.init_args.T_max", "2"]
+    extra = ["--model", "ps_lightning.models.ResNet18"]
+    extra += ["--trainer.max_epochs", "2", "--lr_scheduler.init_args.T_max", "2"]
     for before, after in zip(plain.calls, shortened.calls, strict=True):
         if before[1] in ("original.yaml", "retrain.yaml"):
             assert after[3] == [*before[3], *extra]

@@ -15,6 +15,7 @@ from ps_lightning.models import (
     CifarResNet,
     LeNet5,
     ResNet20,
+    ResNet18,
     ResNet50,
     ResNet56,
     load_classifier,
@@ -26,6 +27,7 @@ ARCHS = {
     "LeNet5": (LeNet5, (1, 32, 32), 10, 64),
     "ResNet20": (ResNet20, (3, 32, 32), 10, 64),
     "ResNet56": (ResNet56, (3, 32, 32), 100, 64),
+    "ResNet18": (ResNet18, (3, 32, 32), 10, 512),
     "ResNet50": (ResNet50, (3, 32, 32), 100, 2048),
     "VGG16": (VGG16, (3, 64, 64), 200, 1024),
 }

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ps_lightning.models.lenet import LeNet5Net
-from ps_lightning.models.resnet_bottleneck import ResNet50Net
+from ps_lightning.models.resnet_torchvision import resnet18_net, resnet50_net
 from ps_lightning.models.resnet_cifar import CifarResNetNet
 from ps_lightning.models.vgg import VGG16Net
 
@@ -19,7 +19,8 @@ CASES: list[tuple[str, Callable[[], nn.Module], tuple[int, int, int], int, int, 
     ("lenet-rgb", lambda: LeNet5Net(num_classes=10, in_channels=3), (3, 32, 32), 10, 64, 4),
     ("resnet20", lambda: CifarResNetNet(depth=20, num_classes=10), (3, 32, 32), 10, 64, 4),
     ("resnet56", lambda: CifarResNetNet(depth=56, num_classes=100), (3, 32, 32), 100, 64, 2),
-    ("resnet50", lambda: ResNet50Net(num_classes=100), (3, 32, 32), 100, 2048, 2),
+    ("resnet18", lambda: resnet18_net(num_classes=10), (3, 32, 32), 10, 512, 2),
+    ("resnet50", lambda: resnet50_net(num_classes=100), (3, 32, 32), 100, 2048, 2),
     ("vgg16", lambda: VGG16Net(num_classes=200), (3, 64, 64), 200, 1024, 2),
 ]
 
@@ -120,7 +121,7 @@ def test_invalid_cifar_resnet_depth_raises_helpful_error(depth: int) -> None:
 
 
 def test_resnet50_has_fifty_weight_layers() -> None:
-    net = ResNet50Net(num_classes=100)
+    net = resnet50_net(num_classes=100)
     main_path_convs = [
         name
         for name, m in net.named_modules()
@@ -139,8 +140,27 @@ def test_resnet50_has_fifty_weight_layers() -> None:
 def test_resnet50_parameter_count_matches_torchvision_with_small_stem() -> None:
     # torchvision resnet50 has 25_557_032 parameters; swap its 7×7 stem conv for a 3×3 one
     # (-3*64*40) and its 1000-way fc for a 100-way one (-2049*900).
-    net = ResNet50Net(num_classes=100)
+    net = resnet50_net(num_classes=100)
     assert n_params(net) == 25_557_032 - 3 * 64 * 40 - 2049 * 900 == 23_705_252
+
+
+def test_resnet18_is_torchvisions_with_a_small_stem() -> None:
+    # torchvision resnet18: 11_689_512 parameters; the 3×3 stem saves 3*64*40, the 10-way fc
+    # 513*990. Two 3×3 convs per basic block (16) + the stem, one projection in stages 2-4.
+    net = resnet18_net(num_classes=10)
+    assert n_params(net) == 11_689_512 - 3 * 64 * 40 - 513 * 990 == 11_173_962
+    convs = {name: m for name, m in net.named_modules() if isinstance(m, nn.Conv2d)}
+    projections = [name for name in convs if ".shortcut." in name]
+    assert len(convs) - len(projections) == 17
+    assert projections == ["layer2.0.shortcut.0", "layer3.0.shortcut.0", "layer4.0.shortcut.0"]
+    assert all(convs[name].kernel_size == (1, 1) for name in projections)
+    with torch.no_grad():
+        assert net.layer4(net.layer3(net.layer2(net.layer1(torch.zeros(1, 64, 32, 32))))).shape == (
+            1,
+            512,
+            4,
+            4,
+        )
 
 
 def test_lenet_parameter_count() -> None:

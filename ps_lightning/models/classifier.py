@@ -23,7 +23,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ps_lightning.files import safe_torch_load
 from ps_lightning.models.lenet import LeNet5Net
-from ps_lightning.models.resnet_bottleneck import ResNet50Net
+from ps_lightning.models.resnet_torchvision import resnet18_net, resnet50_net
 from ps_lightning.models.resnet_cifar import CifarResNetNet
 from ps_lightning.models.vgg import VGG16Net
 from ps_lightning.splits import EVAL_SPLITS
@@ -220,6 +220,19 @@ class ResNet56(CifarResNet):
         super().__init__(56, num_classes, in_channels, label_smoothing)
 
 
+class ResNet18(ImageClassifier):
+    """torchvision's ResNet-18 with a 32×32 stem, the SalUn / l1-sparse papers' CIFAR-10
+    network: 512-d features."""
+
+    def __init__(
+        self, num_classes: int = 10, in_channels: int = 3, label_smoothing: float = 0.0
+    ) -> None:
+        super().__init__(num_classes, in_channels, label_smoothing)
+
+    def build_network(self) -> nn.Module:
+        return resnet18_net(self.hparams.num_classes, self.hparams.in_channels)
+
+
 class ResNet50(ImageClassifier):
     """A true 50-layer bottleneck ResNet with a 32×32 stem: 2048-d features."""
 
@@ -229,7 +242,7 @@ class ResNet50(ImageClassifier):
         super().__init__(num_classes, in_channels, label_smoothing)
 
     def build_network(self) -> nn.Module:
-        return ResNet50Net(self.hparams.num_classes, self.hparams.in_channels)
+        return resnet50_net(self.hparams.num_classes, self.hparams.in_channels)
 
 
 class VGG16(ImageClassifier):
@@ -245,7 +258,8 @@ class VGG16(ImageClassifier):
 
 
 ARCHITECTURES: dict[str, type[ImageClassifier]] = {
-    cls.__name__: cls for cls in (LeNet5, CifarResNet, ResNet20, ResNet56, ResNet50, VGG16)
+    cls.__name__: cls
+    for cls in (LeNet5, CifarResNet, ResNet20, ResNet56, ResNet18, ResNet50, VGG16)
 }
 
 
