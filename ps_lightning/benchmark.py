@@ -179,6 +179,7 @@ def select(scores: dict[str, list[float]], points: dict[str, dict[str, Any]]) ->
 
 ARCHITECTURE_PATH = "ps_lightning.models."
 
+
 class Harness:
     def __init__(
         self,
@@ -198,7 +199,9 @@ class Harness:
         # Only for original and retrain training: without them, their command lines (and so the
         # cache keys of runs made before these options existed) are unchanged. The methods
         # read the architecture from the original's checkpoint.
-        self.training = [] if architecture is None else ["--model", ARCHITECTURE_PATH + architecture]
+        self.training = (
+            [] if architecture is None else ["--model", ARCHITECTURE_PATH + architecture]
+        )
         if max_epochs is not None:
             self.training += [
                 "--trainer.max_epochs",

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from ps_lightning.models.lenet import LeNet5Net
-from ps_lightning.models.resnet_torchvision import resnet18_net, resnet50_net
 from ps_lightning.models.resnet_cifar import CifarResNetNet
+from ps_lightning.models.resnet_torchvision import resnet18_net, resnet50_net
 from ps_lightning.models.vgg import VGG16Net
 
 # (id, constructor, input shape without batch, num_classes, feature_dim, batch size)

@@ -23,8 +23,8 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ps_lightning.files import safe_torch_load
 from ps_lightning.models.lenet import LeNet5Net
-from ps_lightning.models.resnet_torchvision import resnet18_net, resnet50_net
 from ps_lightning.models.resnet_cifar import CifarResNetNet
+from ps_lightning.models.resnet_torchvision import resnet18_net, resnet50_net
 from ps_lightning.models.vgg import VGG16Net
 from ps_lightning.splits import EVAL_SPLITS
 from ps_lightning.timing import RunTimer
