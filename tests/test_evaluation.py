@@ -6,10 +6,14 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import api_pb2
+from tensorboard.plugins.hparams import metadata as hparams_metadata
+from tensorboard.util import tensor_util
 from unlearning_fixtures import (
     Original,
     load_checkpoint,
@@ -22,7 +26,7 @@ from unlearning_fixtures import (
 )
 
 from ps_lightning.data import DigitsDataModule
-from ps_lightning.evaluation.figures import confusion_matrix
+from ps_lightning.evaluation.figures import confusion_matrix, confusion_matrix_figure
 from ps_lightning.evaluation.metrics import (
     GAP_METRICS,
     accuracy,
@@ -32,7 +36,7 @@ from ps_lightning.evaluation.metrics import (
     split_metrics,
     svc_attack,
 )
-from ps_lightning.evaluation.report import markdown_table
+from ps_lightning.evaluation.report import COLUMNS, markdown_table
 from ps_lightning.models.classifier import load_classifier
 
 __all__ = ["naive_reference", "original", "ps_reference", "retrain_ckpt"]  # fixtures used below
@@ -61,6 +65,20 @@ def test_per_class_accuracy_and_an_absent_class() -> None:
 def test_confusion_matrix_rows_are_true_classes() -> None:
     matrix = confusion_matrix(_logits_predicting([0, 2, 1, 1], 3), torch.tensor([0, 1, 1, 2]), 3)
     assert matrix.tolist() == [[1, 0, 0], [0, 1, 1], [0, 1, 0]]
+
+
+def test_confusion_matrix_figure_writes_each_count_in_its_cell() -> None:
+    matrix = torch.tensor([[5, 0, 1], [2, 7, 0], [0, 3, 4]])
+
+    figure = confusion_matrix_figure(matrix, "model")
+
+    (axes, _colorbar) = figure.axes
+    cells = {
+        (round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in axes.texts
+    }
+    assert cells == {
+        (row, column): str(int(matrix[row, column])) for row in range(3) for column in range(3)
+    }
 
 
 def _scores(mean: float, spread: float, count: int, seed: int) -> torch.Tensor:
@@ -210,13 +228,119 @@ def test_evaluate_numbers_match_the_models_outputs(original: Original, evaluatio
             ), split
 
 
-def test_evaluate_logs_a_confusion_matrix_per_model_to_tensorboard(evaluation: Path) -> None:
-    events = EventAccumulator(str(evaluation), size_guidance={"images": 0, "scalars": 0})
+def _events(folder: Path) -> EventAccumulator:
+    events = EventAccumulator(str(folder), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
     events.Reload()
-    tags = events.Tags()
-    for name in ("original", "retrain", "naive_ps", "ps"):
-        assert f"confusion_matrix/{name}" in tags["images"]
-        assert f"eval/{name}/test_acc" in tags["scalars"]
+    return events
+
+
+def _scalar(events: EventAccumulator, tag: str) -> float:
+    (event,) = events.Scalars(tag)
+    assert event.step == 0, tag
+    return event.value
+
+
+def _table_rows(table: str) -> dict[str, dict[str, str]]:
+    """The cells of table.md by model and column header."""
+    lines = [line.strip("| ").split(" | ") for line in table.splitlines() if line.startswith("| ")]
+    header, *rows = lines
+    return {row[0]: dict(zip(header, row, strict=True)) for row in rows}
+
+
+def test_tensorboard_scalars_hold_the_tables_values(evaluation: Path) -> None:
+    summary = json.loads((evaluation / "metrics.json").read_text())
+    table = _table_rows((evaluation / "table.md").read_text())
+    events = _events(evaluation)
+
+    for name, result in summary["models"].items():
+        for header, key, digits in COLUMNS:
+            value = _scalar(events, f"eval/{name}/metric/{key}")
+            assert value == pytest.approx(result["metrics"][key], abs=1e-6), (name, key)
+            assert table[name][header] == f"{value:.{digits}f}", (name, key)
+        for key, gap in result["gap_to_retrain"].items():
+            value = _scalar(events, f"eval/{name}/gap_to_retrain/{key}")
+            assert value == pytest.approx(gap, abs=1e-6), (name, key)
+        avg_gap = _scalar(events, f"eval/{name}/gap_to_retrain/avg_gap")
+        assert table[name]["avg gap to retrain"] == f"{avg_gap:.3f}"
+        seconds = _scalar(events, f"eval/{name}/fit_seconds")
+        assert table[name]["fit time (s)"] == f"{seconds:.2f}"
+
+
+def test_tensorboard_holds_per_class_accuracy_by_class_index(evaluation: Path) -> None:
+    summary = json.loads((evaluation / "metrics.json").read_text())
+    events = _events(evaluation)
+
+    for name, result in summary["models"].items():
+        for split in ("test", "forget", "retain"):
+            logged = {e.step: e.value for e in events.Scalars(f"eval/{name}/class_acc/{split}")}
+            expected = {
+                index: value
+                for index, value in enumerate(result["metrics"][f"class_{split}_acc"])
+                if not math.isnan(value)
+            }
+            assert logged == pytest.approx(expected, abs=1e-6), (name, split)
+    # Only the forgotten class has forget samples; before unlearning it was recognised.
+    (forgotten,) = events.Scalars("eval/original/class_acc/forget")
+    assert forgotten.step == 1 and forgotten.value > 0.5
+
+
+def test_tensorboard_shows_the_figures_and_the_table_as_text(evaluation: Path) -> None:
+    events = _events(evaluation)
+    models = ("original", "retrain", "naive_ps", "ps")
+
+    images = events.Tags()["images"]
+    expected = {
+        "comparison/vs_retrain",
+        *(f"confusion_matrix/{name}" for name in models),
+        *(f"per_class_accuracy/{name}" for name in models),
+    }
+    assert expected <= set(images)
+    for tag in expected:
+        (image,) = events.Images(tag)
+        assert image.encoded_image_string.startswith(b"\x89PNG") and image.width > 200, tag
+    (text,) = events.Tensors("table/text_summary")
+    assert tensor_util.make_ndarray(text.tensor_proto).item().decode() == (
+        (evaluation / "table.md").read_text()
+    )
+
+
+def _session_start(folder: Path) -> dict[str, Any]:
+    content = _events(folder).PluginTagToContent(hparams_metadata.PLUGIN_NAME)
+    start = hparams_metadata.parse_session_start_info_plugin_data(
+        content[hparams_metadata.SESSION_START_INFO_TAG]
+    )
+    return {key: getattr(value, value.WhichOneof("kind")) for key, value in start.hparams.items()}
+
+
+def test_hparams_rows_are_typed_with_original_and_retrain_for_reference(evaluation: Path) -> None:
+    summary = json.loads((evaluation / "metrics.json").read_text())
+
+    for name, result in summary["models"].items():
+        params = _session_start(evaluation / "hparams" / name)
+        assert params["model"] == name
+        events = _events(evaluation / "hparams" / name)
+        for key in ("forget_acc", "test_acc", "mia_lira", "relearn_steps"):
+            assert _scalar(events, f"hparams/{key}") == pytest.approx(result["metrics"][key]), key
+        assert _scalar(events, "hparams/avg_gap") == pytest.approx(
+            result["gap_to_retrain"]["avg_gap"]
+        )
+    assert _session_start(evaluation / "hparams" / "original")["role"] == "original"
+    assert _session_start(evaluation / "hparams" / "retrain")["role"] == "retrain"
+    ps = _session_start(evaluation / "hparams" / "ps")
+    config = summary["models"]["ps"]["unlearning"]["config"]
+    assert ps["role"] == "unlearned" and ps["method"] == "ps"
+    assert ps["lr"] == config["lr"] and ps["epochs"] == 10  # numbers, not their text
+    assert ps["record/ps_kept_start_state"] == 0.0  # a flag as a number
+    # One experiment holds every row's columns (TensorBoard reads its columns from one).
+    content = _events(evaluation / "hparams").PluginTagToContent(hparams_metadata.PLUGIN_NAME)
+    experiment = hparams_metadata.parse_experiment_plugin_data(
+        content[hparams_metadata.EXPERIMENT_TAG]
+    )
+    columns = {info.name: info.type for info in experiment.hparam_infos}
+    assert (
+        columns["lr"] == api_pb2.DATA_TYPE_FLOAT64 and columns["model"] == api_pb2.DATA_TYPE_STRING
+    )
+    assert set(ps) <= set(columns)
 
 
 def _retrain_of_another_split(retrain_ckpt: Path, folder: Path) -> Path:

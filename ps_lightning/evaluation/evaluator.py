@@ -2,14 +2,13 @@
 
 One pass over the forget, retain, test and calibration splits runs every listed model on the
 same batches. It writes ``metrics.json`` and a markdown ``table.md`` in its run directory,
-prints the table, and logs scalars, a confusion matrix per model and the hyperparameters of
-each unlearning run to TensorBoard.
+prints the table, and logs the table's numbers, per-class accuracy, figures, the table as text
+and an HParams row per model to TensorBoard (the tags: `ps_lightning.evaluation.tensorboard_log`).
 """
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +19,15 @@ from torch import nn
 
 from ps_lightning.data.datamodule import UnlearningDataModule
 from ps_lightning.distributed import gather_rows
-from ps_lightning.evaluation.figures import confusion_matrix, confusion_matrix_figure
-from ps_lightning.evaluation.metrics import (
-    GAP_METRICS,
-    MemberPick,
-    gaps_to_retrain,
-    split_metrics,
-)
+from ps_lightning.evaluation.figures import confusion_matrix
+from ps_lightning.evaluation.metrics import MemberPick, gaps_to_retrain, split_metrics
 from ps_lightning.evaluation.probes import linear_probe_accuracy, relearn_steps
 from ps_lightning.evaluation.report import markdown_table
+from ps_lightning.evaluation.tensorboard_log import (
+    log_to_tensorboard,
+    per_class_scalars,
+    table_scalars,
+)
 from ps_lightning.files import atomic_write_json, atomic_write_text
 from ps_lightning.models.classifier import load_classifier
 from ps_lightning.models.record import ClassifierRecord
@@ -166,10 +165,10 @@ class UnlearningEvaluator(L.LightningModule):
             "retrain": retrain,
             "models": results,
         }
-        self._log(summary, logits, labels)
+        table = markdown_table(summary)
+        self._log(summary, logits, labels, table)
         log_dir = self.trainer.log_dir
         if self.trainer.is_global_zero and log_dir:
-            table = markdown_table(summary)
             atomic_write_json(Path(log_dir) / "metrics.json", summary)
             atomic_write_text(Path(log_dir) / "table.md", table)
 
@@ -197,28 +196,20 @@ class UnlearningEvaluator(L.LightningModule):
                 max_steps=self.hparams.relearn_max_steps,
             )
 
-    def _log(self, summary: dict[str, Any], logits: dict, labels: dict) -> None:
-        scalars = {}
-        for name, result in summary["models"].items():
-            for metric, value in {**result["metrics"], **result.get("gap_to_retrain", {})}.items():
-                if isinstance(value, float) and not math.isnan(value):
-                    scalars[f"eval/{name}/{metric}"] = value
+    def _log(self, summary: dict[str, Any], logits: dict, labels: dict, table: str) -> None:
         if self.logger is None or not self.trainer.is_global_zero:
             return
         # Straight to the logger: these are computed once from gathered outputs, not per batch.
-        self.logger.log_metrics(scalars, step=0)
+        self.logger.log_metrics(table_scalars(summary), step=0)
+        for class_index, scalars in per_class_scalars(summary).items():
+            self.logger.log_metrics(scalars, step=class_index)
         if not isinstance(self.logger, TensorBoardLogger):
             return
-        writer = self.logger.experiment
         num_classes = self.trainer.datamodule.num_classes
-        for name in summary["models"]:
-            matrix = confusion_matrix(logits[name]["test"], labels["test"], num_classes)
-            writer.add_figure(f"confusion_matrix/{name}", confusion_matrix_figure(matrix, name))
-            record = summary["models"][name]["unlearning"]
-            if record:
-                params = {k: str(v) for k, v in record.get("config", {}).items()}
-                gap = summary["models"][name].get("gap_to_retrain", {})
-                final = {f"hparams/{k}": summary["models"][name]["metrics"][k] for k in GAP_METRICS}
-                if gap:
-                    final["hparams/avg_gap"] = gap["avg_gap"]
-                writer.add_hparams(params, final, run_name=f"hparams-{name}")
+        test_confusion = {
+            name: confusion_matrix(logits[name]["test"], labels["test"], num_classes)
+            for name in summary["models"]
+        }
+        log_to_tensorboard(
+            self.logger.experiment, summary, test_confusion, table, self.hparams.original
+        )

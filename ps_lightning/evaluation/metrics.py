@@ -17,6 +17,8 @@ from sklearn.svm import SVC
 # "Evaluation"); ``avg_gap_without_mia`` is reported beside it for models no attack can read.
 ACCURACY_GAP_METRICS = ("forget_acc", "retain_acc", "test_acc")
 GAP_METRICS = (*ACCURACY_GAP_METRICS, "mia_lira")
+# The splits whose accuracy is also reported per class, as ``class_<split>_acc``.
+PER_CLASS_SPLITS = ("test", "forget", "retain")
 MemberPick = Literal["random", "first"]
 # A fitted attack: (scores, labels) -> is_member, one boolean per sample.
 Predictor = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -215,8 +217,11 @@ def split_metrics(
         "retain_acc": accuracy(retain_logits, retain_labels),
         "test_acc": accuracy(test_logits, test_labels),
         "target_class_test_acc": accuracy(test_logits[in_target], test_labels[in_target]),
-        "class_test_acc": per_class_accuracy(test_logits, test_labels, num_classes),
     }
+    # Per class on every reported split (NaN where a split holds no sample of the class): the
+    # test split shows what the model still knows, forget and retain where it changed.
+    for split in PER_CLASS_SPLITS:
+        result[f"class_{split}_acc"] = per_class_accuracy(*outputs[split], num_classes)
     for name, (score, attack) in MIA_ATTACKS.items():
         members, nonmembers, forget = (
             (score(*outputs[split]), outputs[split][1])

@@ -50,4 +50,17 @@ def markdown_table(summary: dict[str, Any]) -> str:
         cells.append(_number(gaps.get("avg_gap_without_mia")))
         cells.append(_number(timing.get("fit_seconds"), 2))
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    notes = [note for name, result in summary["models"].items() if (note := _note(name, result))]
+    return "\n".join([*lines, *(["", *notes] if notes else [])]) + "\n"
+
+
+def _note(name: str, result: dict[str, Any]) -> str | None:
+    """What a reader of the row must know: a PS run whose early stop restored its start."""
+    record = result.get("unlearning") or {}
+    if not record.get("ps_kept_start_state"):
+        return None
+    start = "the original model" if record["config"]["method"] == "ps" else "Naive PS's result"
+    return (
+        f"{name}: PS's early stop kept the starting head (ps_kept_start_state), so this model "
+        f"equals {start}."
+    )

@@ -1,5 +1,6 @@
-"""PS's TensorBoard figures (prototype shifts, soft labels), logged by a callback the module
-returns from `configure_callbacks`.
+"""PS's TensorBoard figures (prototype and bias shifts, soft labels) and what its early stop
+did (text ``ps/early_stop``), logged by a callback the module returns from
+`configure_callbacks`.
 
 Figures are built on `matplotlib.figure.Figure`, which needs no backend (TensorBoard renders
 them through Agg)."""
@@ -14,15 +15,59 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.figure import Figure
 
 
-def prototype_shift_figure(shift: torch.Tensor, target_classes: list[int]) -> Figure:
-    """Bar chart of ‖W_new − W_orig‖ per class; the forgotten classes in red."""
-    figure = Figure(figsize=(6, 3))
-    axes = figure.subplots()
-    colours = ["tab:red" if c in target_classes else "tab:blue" for c in range(len(shift))]
-    axes.bar(range(len(shift)), shift.cpu().numpy(), color=colours)
-    axes.set(xlabel="class", ylabel="‖W_new − W_orig‖", title="prototype shift per class")
+def prototype_shift_figure(
+    weight_shift: torch.Tensor,
+    bias_shift: torch.Tensor,
+    target_classes: list[int],
+    note: str | None = None,
+) -> Figure:
+    """Bar charts of ‖W_new − W_orig‖ and |b_new − b_orig| per class, the forgotten classes in
+    red. ``note`` (why the head is what it is, e.g. the early stop restored the start) heads
+    the figure; a chart with nothing to show says so instead of staying blank."""
+    figure = Figure(figsize=(6, 5.2))
+    colours = ["tab:red" if c in target_classes else "tab:blue" for c in range(len(weight_shift))]
+    panels = (
+        (weight_shift, "‖W_new − W_orig‖", "prototype shift per class"),
+        (bias_shift, "|b_new − b_orig|", "bias shift per class"),
+    )
+    for axes, (shift, label, title) in zip(figure.subplots(2, 1, sharex=True), panels, strict=True):
+        values = shift.detach().cpu().numpy()
+        axes.bar(range(len(values)), values, color=colours)
+        axes.set(ylabel=label, title=title)
+        if not values.any():
+            axes.text(
+                0.5,
+                0.5,
+                f"unchanged: {note}" if note else "unchanged",
+                transform=axes.transAxes,
+                ha="center",
+                va="center",
+                wrap=True,
+                fontsize=8,
+            )
+    axes.set(xlabel="class (red: forgotten)")
+    if note:
+        figure.suptitle(note, fontsize=8, wrap=True)
     figure.tight_layout()
     return figure
+
+
+def early_stop_note(record: dict[str, Any]) -> str | None:
+    """What PS's early stop did to the saved head, from the run's unlearning record."""
+    if not record["early_stop_used"]:
+        return None
+    if record["ps_kept_start_state"]:
+        start = "the original model" if record["config"]["method"] == "ps" else "Naive PS's result"
+        return (
+            "PS's early stop restored its starting head (ps_kept_start_state): the saved model "
+            f"equals {start}; the ps/ curves show the epochs tried, ps/saved/ the saved head."
+        )
+    if record["restored_step"] is None:
+        return "PS's early stop kept the head after the last epoch (the closest to the level)."
+    return (
+        f"PS's early stop restored the head of step {record['restored_step']} (stopped at epoch "
+        f"{record['stopped_at_epoch']}); ps/saved/ holds the saved head's accuracies."
+    )
 
 
 def soft_label_figure(targets: torch.Tensor, labels: torch.Tensor, max_rows: int = 32) -> Figure:
@@ -38,8 +83,9 @@ def soft_label_figure(targets: torch.Tensor, labels: torch.Tensor, max_rows: int
 
 
 class PSFigures(L.Callback):
-    """At the end of fit (before the module saves its result), the shift of every prototype from
-    the original model's and, when PS trained, the soft-label targets, into TensorBoard."""
+    """At the end of fit (before the module saves its result), the shift of every prototype and
+    bias from the original model's, what the early stop did and, when PS trained, the soft-label
+    targets, into TensorBoard."""
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: Any) -> None:
         logger = pl_module.logger
@@ -48,9 +94,18 @@ class PSFigures(L.Callback):
         writer = logger.experiment
         head = pl_module.model.prototypes
         forget = pl_module.cache["forget"]
-        shift = (head.weight.detach() - pl_module.original_weight).norm(dim=1)
-        target_classes = sorted(set(forget["labels"].tolist()))
-        writer.add_figure("ps/prototype_shift", prototype_shift_figure(shift, target_classes))
+        note = early_stop_note(pl_module.unlearning_record())
+        if note:
+            writer.add_text("ps/early_stop", note)
+        writer.add_figure(
+            "ps/prototype_shift",
+            prototype_shift_figure(
+                (head.weight.detach() - pl_module.original_weight).norm(dim=1),
+                (head.bias.detach() - pl_module.original_bias).abs(),
+                sorted(set(forget["labels"].tolist())),
+                note,
+            ),
+        )
         if "targets" in forget:
             writer.add_figure(
                 "ps/soft_labels", soft_label_figure(forget["targets"], forget["labels"])

@@ -401,13 +401,21 @@ class PSUnlearnModule(UnlearningModule):
         self.stopper.restore_closest(
             self.trainer.should_stop, self._forget_confidence(), self.model.prototypes
         )
-        if self.stopper.restored_step == 0:
+        kept_start = self.stopper.restored_step == 0
+        if kept_start:
             start = "the original model" if self.hparams.method == "ps" else "Naive PS's result"
             rank_zero_info(
                 "PS kept its starting head: the early stop found the state before any step "
                 f"closest to the held-out confidence level, so the result equals {start} "
                 "(recorded as ps_kept_start_state)."
             )
+        if self.logger is not None:
+            # The curves show every epoch tried; the head saved may be an earlier one.
+            saved = {
+                f"ps/saved/{split}_acc": self._accuracy(split) for split in ("forget", "retain")
+            }
+            saved["ps/saved/kept_start_state"] = float(kept_start)
+            self.logger.log_metrics(saved, step=self.current_epoch)
 
     @torch.no_grad()
     def _accuracy(self, split: str) -> float:
