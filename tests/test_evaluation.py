@@ -13,16 +13,17 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import api_pb2
 from tensorboard.plugins.hparams import metadata as hparams_metadata
-from tensorboard.util import tensor_util
 from unlearning_fixtures import (
     Original,
     load_checkpoint,
+    logged_text,
     naive_reference,
     nothing_written,
     original,
     ps_reference,
     retrain_ckpt,
     run_cli,
+    tensorboard_events,
 )
 
 from ps_lightning.data import DigitsDataModule
@@ -159,6 +160,28 @@ def test_markdown_table_has_a_row_per_model() -> None:
     assert "| 0.125 |" in lines[2] and "| – |" in lines[2]
 
 
+def test_markdown_table_notes_a_ps_run_that_kept_its_start() -> None:
+    row = {"forget_acc": 1.0, "retain_acc": 1.0, "test_acc": 0.9}
+    kept = {"ps_kept_start_state": True, "config": {"method": "naive+ps"}}
+    summary = {
+        "dataset": "digits",
+        "request": {"kind": "classes"},
+        "num_forget": 15,
+        "num_retain": 1422,
+        "models": {
+            "ps": {"metrics": row, "unlearning": {**kept, "ps_kept_start_state": False}},
+            "naive_then_ps": {"metrics": row, "unlearning": kept},
+        },
+    }
+
+    notes = markdown_table(summary).split("\n\n")[-1].strip().splitlines()
+
+    assert notes == [
+        "naive_then_ps: PS's early stop kept the starting head (ps_kept_start_state), so this "
+        "model equals Naive PS's result."
+    ]
+
+
 # --------------------------------------------------------------------------- ps-lightning test
 
 
@@ -228,12 +251,6 @@ def test_evaluate_numbers_match_the_models_outputs(original: Original, evaluatio
             ), split
 
 
-def _events(folder: Path) -> EventAccumulator:
-    events = EventAccumulator(str(folder), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
-    events.Reload()
-    return events
-
-
 def _scalar(events: EventAccumulator, tag: str) -> float:
     (event,) = events.Scalars(tag)
     assert event.step == 0, tag
@@ -250,7 +267,7 @@ def _table_rows(table: str) -> dict[str, dict[str, str]]:
 def test_tensorboard_scalars_hold_the_tables_values(evaluation: Path) -> None:
     summary = json.loads((evaluation / "metrics.json").read_text())
     table = _table_rows((evaluation / "table.md").read_text())
-    events = _events(evaluation)
+    events = tensorboard_events(evaluation)
 
     for name, result in summary["models"].items():
         for header, key, digits in COLUMNS:
@@ -268,7 +285,7 @@ def test_tensorboard_scalars_hold_the_tables_values(evaluation: Path) -> None:
 
 def test_tensorboard_holds_per_class_accuracy_by_class_index(evaluation: Path) -> None:
     summary = json.loads((evaluation / "metrics.json").read_text())
-    events = _events(evaluation)
+    events = tensorboard_events(evaluation)
 
     for name, result in summary["models"].items():
         for split in ("test", "forget", "retain"):
@@ -285,7 +302,7 @@ def test_tensorboard_holds_per_class_accuracy_by_class_index(evaluation: Path) -
 
 
 def test_tensorboard_shows_the_figures_and_the_table_as_text(evaluation: Path) -> None:
-    events = _events(evaluation)
+    events = tensorboard_events(evaluation)
     models = ("original", "retrain", "naive_ps", "ps")
 
     images = events.Tags()["images"]
@@ -298,14 +315,11 @@ def test_tensorboard_shows_the_figures_and_the_table_as_text(evaluation: Path) -
     for tag in expected:
         (image,) = events.Images(tag)
         assert image.encoded_image_string.startswith(b"\x89PNG") and image.width > 200, tag
-    (text,) = events.Tensors("table/text_summary")
-    assert tensor_util.make_ndarray(text.tensor_proto).item().decode() == (
-        (evaluation / "table.md").read_text()
-    )
+    assert logged_text(events, "table") == (evaluation / "table.md").read_text()
 
 
 def _session_start(folder: Path) -> dict[str, Any]:
-    content = _events(folder).PluginTagToContent(hparams_metadata.PLUGIN_NAME)
+    content = tensorboard_events(folder).PluginTagToContent(hparams_metadata.PLUGIN_NAME)
     start = hparams_metadata.parse_session_start_info_plugin_data(
         content[hparams_metadata.SESSION_START_INFO_TAG]
     )
@@ -318,7 +332,7 @@ def test_hparams_rows_are_typed_with_original_and_retrain_for_reference(evaluati
     for name, result in summary["models"].items():
         params = _session_start(evaluation / "hparams" / name)
         assert params["model"] == name
-        events = _events(evaluation / "hparams" / name)
+        events = tensorboard_events(evaluation / "hparams" / name)
         for key in ("forget_acc", "test_acc", "mia_lira", "relearn_steps"):
             assert _scalar(events, f"hparams/{key}") == pytest.approx(result["metrics"][key]), key
         assert _scalar(events, "hparams/avg_gap") == pytest.approx(
@@ -332,7 +346,9 @@ def test_hparams_rows_are_typed_with_original_and_retrain_for_reference(evaluati
     assert ps["lr"] == config["lr"] and ps["epochs"] == 10  # numbers, not their text
     assert ps["record/ps_kept_start_state"] == 0.0  # a flag as a number
     # One experiment holds every row's columns (TensorBoard reads its columns from one).
-    content = _events(evaluation / "hparams").PluginTagToContent(hparams_metadata.PLUGIN_NAME)
+    content = tensorboard_events(evaluation / "hparams").PluginTagToContent(
+        hparams_metadata.PLUGIN_NAME
+    )
     experiment = hparams_metadata.parse_experiment_plugin_data(
         content[hparams_metadata.EXPERIMENT_TAG]
     )

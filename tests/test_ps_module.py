@@ -13,11 +13,13 @@ from unlearning_fixtures import (
     Original,
     fc_weight,
     load_checkpoint,
+    logged_text,
     naive_reference,
     nothing_written,
     original,
     result_checkpoint,
     retrain_ckpt,
+    tensorboard_events,
     unlearn,
     unlearning_record,
     write_indices,
@@ -35,6 +37,7 @@ from ps_lightning.prototype_surgery.closed_form import (
     noise_floor_rtol,
     truncated_pinv,
 )
+from ps_lightning.prototype_surgery.figures import early_stop_note, prototype_shift_figure
 from ps_lightning.prototype_surgery.ledger import (
     Ledger,
     classifier_content_hash,
@@ -531,6 +534,46 @@ def test_an_early_stop_that_keeps_the_original_head_says_so(
     assert torch.equal(head["net.fc.weight"], head["original.net.fc.weight"])
     assert torch.equal(head["net.fc.bias"], head["original.net.fc.bias"])
     assert "result equals the original model" in caplog.text
+    # TensorBoard says so too: the curves show the epochs tried, the saved head is the start.
+    events = tensorboard_events(tmp_path / "runs" / "digits" / "ps")
+    (kept,) = events.Scalars("ps/saved/kept_start_state")
+    assert kept.value == 1.0
+    (saved,) = events.Scalars("ps/saved/forget_acc")
+    start = events.Scalars("ps/forget_acc")[0]
+    assert start.step == 0 and saved.value == start.value
+    assert "ps_kept_start_state" in logged_text(events, "ps/early_stop")
+    assert "ps/prototype_shift" in events.Tags()["images"]
+
+
+def test_a_blank_prototype_shift_figure_says_why() -> None:
+    note = early_stop_note(
+        {
+            "early_stop_used": True,
+            "ps_kept_start_state": True,
+            "restored_step": 0,
+            "stopped_at_epoch": 1,
+            "config": {"method": "ps"},
+        }
+    )
+    assert note is not None and "equals the original model" in note
+
+    figure = prototype_shift_figure(torch.zeros(10), torch.zeros(10), [1], note)
+
+    texts = [text.get_text() for axes in figure.axes for text in axes.texts]
+    assert texts == ["unchanged"] * 2
+    assert figure.get_suptitle().replace("\n", " ") == note
+
+
+def test_a_prototype_shift_figure_draws_the_shifts() -> None:
+    bias_shift = torch.zeros(10)
+    bias_shift[1] = 0.5
+
+    figure = prototype_shift_figure(torch.zeros(10), bias_shift, [1])
+
+    weight_axes, bias_axes = figure.axes
+    assert [text.get_text() for text in weight_axes.texts] == ["unchanged"]
+    assert [patch.get_height() for patch in bias_axes.patches] == bias_shift.tolist()
+    assert bias_axes.patches[1].get_facecolor() != bias_axes.patches[0].get_facecolor()
 
 
 # --------------------------------------------------------------------------- stable results

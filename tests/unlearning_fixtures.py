@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.util import tensor_util
 
 from ps_lightning.cli import run_step
 from ps_lightning.prototype_surgery.ledger import file_sha256
@@ -75,6 +77,19 @@ def unlearning_record(path: Path) -> dict[str, Any]:
 def write_indices(path: Path, indices: list[int]) -> Path:
     path.write_text(json.dumps(indices))
     return path
+
+
+def tensorboard_events(folder: Path) -> EventAccumulator:
+    """Everything TensorBoard reads from the event files directly in ``folder``."""
+    events = EventAccumulator(str(folder), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+    events.Reload()
+    return events
+
+
+def logged_text(events: EventAccumulator, tag: str) -> str:
+    """The text logged under ``tag`` (once) by ``SummaryWriter.add_text``."""
+    (event,) = events.Tensors(f"{tag}/text_summary")
+    return tensor_util.make_ndarray(event.tensor_proto).item().decode()
 
 
 def nothing_written(save_dir: Path) -> bool:

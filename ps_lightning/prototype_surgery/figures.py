@@ -7,6 +7,7 @@ them through Agg)."""
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
 import lightning as L
@@ -23,7 +24,7 @@ def prototype_shift_figure(
 ) -> Figure:
     """Bar charts of ‖W_new − W_orig‖ and |b_new − b_orig| per class, the forgotten classes in
     red. ``note`` (why the head is what it is, e.g. the early stop restored the start) heads
-    the figure; a chart with nothing to show says so instead of staying blank."""
+    the figure; a chart with nothing to show says "unchanged" instead of staying blank."""
     figure = Figure(figsize=(6, 5.2))
     colours = ["tab:red" if c in target_classes else "tab:blue" for c in range(len(weight_shift))]
     panels = (
@@ -35,19 +36,11 @@ def prototype_shift_figure(
         axes.bar(range(len(values)), values, color=colours)
         axes.set(ylabel=label, title=title)
         if not values.any():
-            axes.text(
-                0.5,
-                0.5,
-                f"unchanged: {note}" if note else "unchanged",
-                transform=axes.transAxes,
-                ha="center",
-                va="center",
-                wrap=True,
-                fontsize=8,
-            )
+            axes.set_ylim(0, 1)
+            axes.text(0.5, 0.5, "unchanged", transform=axes.transAxes, ha="center", va="center")
     axes.set(xlabel="class (red: forgotten)")
     if note:
-        figure.suptitle(note, fontsize=8, wrap=True)
+        figure.suptitle(textwrap.fill(note, 90), fontsize=8)
     figure.tight_layout()
     return figure
 
