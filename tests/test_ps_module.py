@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -37,6 +38,7 @@ from ps_lightning.prototype_surgery.closed_form import (
     noise_floor_rtol,
     truncated_pinv,
 )
+from ps_lightning.prototype_surgery.early_stop import ClosestToHeldoutLevel
 from ps_lightning.prototype_surgery.figures import early_stop_note, prototype_shift_figure
 from ps_lightning.prototype_surgery.ledger import (
     Ledger,
@@ -543,6 +545,32 @@ def test_an_early_stop_that_keeps_the_original_head_says_so(
     assert start.step == 0 and saved.value == start.value
     assert "ps_kept_start_state" in logged_text(events, "ps/early_stop")
     assert "ps/prototype_shift" in events.Tags()["images"]
+
+
+def test_the_saved_head_is_logged_after_the_early_stop_restored_it(original: Original) -> None:
+    module = PSUnlearnModule(str(original.ckpt), early_stop="on", num_classes=10, in_channels=1)
+    logged: dict[str, float] = {}
+    logger = SimpleNamespace(log_metrics=lambda metrics, step: logged.update(metrics))
+    module.trainer = SimpleNamespace(should_stop=True, current_epoch=1, logger=logger)
+    head = module.model.prototypes
+    features = torch.randn(
+        200, module.model.net.feature_dim, generator=torch.Generator().manual_seed(0)
+    )
+    labels = head(features).argmax(dim=1)  # every sample right at the start
+    forgotten = labels == labels.mode().values
+    for split, rows in (("forget", forgotten), ("retain", ~forgotten)):
+        module.cache[split] = {"features": features[rows], "labels": labels[rows]}
+    module.stopper = ClosestToHeldoutLevel(heldout_level=0.5)
+    module.stopper.reached(0.6, 0, head)  # the start: the closest state checked
+    head.bias.data[labels.mode().values] -= 1000.0  # a step that overshoots by far
+
+    module.on_train_end()
+
+    assert logged == {
+        "ps/saved/forget_acc": 1.0,
+        "ps/saved/retain_acc": 1.0,
+        "ps/saved/kept_start_state": 1.0,
+    }
 
 
 def test_a_blank_prototype_shift_figure_says_why() -> None:
