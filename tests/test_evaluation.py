@@ -345,6 +345,7 @@ def test_hparams_rows_are_typed_with_original_and_retrain_for_reference(evaluati
     assert ps["role"] == "unlearned" and ps["method"] == "ps"
     assert ps["lr"] == config["lr"] and ps["epochs"] == 10  # numbers, not their text
     assert ps["record/ps_kept_start_state"] == 0.0  # a flag as a number
+    assert not [key for key in ps if key.startswith("_")]  # jsonargparse's _class_path
     # One experiment holds every row's columns (TensorBoard reads its columns from one).
     content = tensorboard_events(evaluation / "hparams").PluginTagToContent(
         hparams_metadata.PLUGIN_NAME

@@ -106,7 +106,8 @@ def hparam_rows(
         record = result["unlearning"] or {}
         if record:
             params["module"] = record["method"]
-            params.update(record["config"])
+            # Keys with a leading underscore are jsonargparse's bookkeeping, not options.
+            params.update({k: v for k, v in record["config"].items() if not k.startswith("_")})
             params.update(
                 {
                     f"record/{key}": value
