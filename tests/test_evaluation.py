@@ -38,6 +38,7 @@ from ps_lightning.evaluation.metrics import (
     svc_attack,
 )
 from ps_lightning.evaluation.report import COLUMNS, markdown_table
+from ps_lightning.evaluation.tensorboard_log import hparam_rows
 from ps_lightning.models.classifier import load_classifier
 
 __all__ = ["naive_reference", "original", "ps_reference", "retrain_ckpt"]  # fixtures used below
@@ -180,6 +181,40 @@ def test_markdown_table_notes_a_ps_run_that_kept_its_start() -> None:
         "naive_then_ps: PS's early stop kept the starting head (ps_kept_start_state), so this "
         "model equals Naive PS's result."
     ]
+
+
+def test_hparam_rows_give_a_column_one_type() -> None:
+    def unlearned(rcond: float | str) -> dict[str, Any]:
+        config = {"lr": 0.01, "rcond": rcond, "use_index": True, "grid": [1, 2], "_class_path": "x"}
+        return {
+            "metrics": {"forget_acc": 0.5, "relearn_steps": 3},
+            "unlearning": {"method": "PSUnlearnModule", "config": config, "stopped_at_epoch": None},
+        }
+
+    summary = {
+        "retrain": None,
+        "models": {
+            "a": unlearned("auto"),
+            "b": unlearned(1e-5),
+            "c": {**unlearned(0.0), "unlearning": None},
+        },
+    }
+
+    rows = hparam_rows(summary, original="c")
+
+    params, metrics = rows["b"]
+    assert params == {
+        "model": "b",
+        "role": "unlearned",
+        "module": "PSUnlearnModule",
+        "lr": 0.01,
+        "rcond": "1e-05",  # text in every row, as "auto" is text in one
+        "use_index": True,
+        "grid": "[1, 2]",
+    }
+    assert rows["a"][0]["rcond"] == "auto"
+    assert metrics == {"hparams/forget_acc": 0.5, "hparams/relearn_steps": 3.0}
+    assert rows["c"][0] == {"model": "c", "role": "original"}
 
 
 # --------------------------------------------------------------------------- ps-lightning test

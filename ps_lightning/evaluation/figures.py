@@ -55,21 +55,26 @@ def confusion_matrix_figure(matrix: torch.Tensor, title: str) -> Figure:
 def per_class_accuracy_figure(
     accuracies: dict[str, dict[str, list[float]]], title: str, target_classes: list[int]
 ) -> Figure:
-    """One panel per split, a group of bars per class: ``accuracies[split][label]`` is the
-    per-class accuracy of the model called ``label`` (e.g. the original before, the model
-    after, the retrained model as the target). A class without samples in a split shows no
-    bar; the forgotten classes are marked."""
+    """One panel per split, a group of bars per class (a line over the classes above
+    ``MAX_ANNOTATED_CLASSES``): ``accuracies[split][label]`` is the per-class accuracy of the
+    model called ``label`` (e.g. the original before, the model after, the retrained model as
+    the target). A class without samples in a split shows nothing; the forgotten classes are
+    shaded."""
     splits = list(accuracies)
     num_classes = len(next(iter(next(iter(accuracies.values())).values())))
     width = min(4 + 0.45 * num_classes, 20.0)
     figure = Figure(figsize=(width, 2.6 * len(splits) + 0.6))
     panels = figure.subplots(len(splits), 1, sharex=True, squeeze=False)[:, 0]
     classes = np.arange(num_classes)
+    few_classes = num_classes <= MAX_ANNOTATED_CLASSES
     for axes, split in zip(panels, splits, strict=True):
         series = accuracies[split]
         bar_width = 0.8 / len(series)
         for offset, (label, values) in enumerate(series.items()):
             shown = np.array(values, dtype=float)
+            if not few_classes:  # thousands of bars take seconds to draw and are not read
+                axes.plot(classes, shown, marker=".", markersize=3, linewidth=0.6, label=label)
+                continue
             bars = axes.bar(
                 classes + (offset - (len(series) - 1) / 2) * bar_width,
                 shown,
@@ -81,8 +86,8 @@ def per_class_accuracy_figure(
         for target in target_classes:
             axes.axvspan(target - 0.45, target + 0.45, color="tab:red", alpha=0.08, lw=0)
         axes.set(ylim=(0, 1.1), ylabel=f"{split} accuracy")
-    panels[-1].set(xlabel="class (shaded: forgotten; no bar: no sample of the class)")
-    if num_classes <= MAX_ANNOTATED_CLASSES:
+    panels[-1].set(xlabel="class (shaded: forgotten; none shown: no sample of the class)")
+    if few_classes:
         panels[-1].set_xticks(classes)
     figure.suptitle(title)
     figure.legend(*panels[0].get_legend_handles_labels(), loc="upper right", fontsize=7)
