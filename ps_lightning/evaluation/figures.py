@@ -53,13 +53,13 @@ def confusion_matrix_figure(matrix: torch.Tensor, title: str) -> Figure:
 
 
 def per_class_accuracy_figure(
-    accuracies: dict[str, dict[str, list[float]]], title: str, target_classes: list[int]
+    accuracies: dict[str, dict[str, list[float | None]]], title: str, target_classes: list[int]
 ) -> Figure:
     """One panel per split, a group of bars per class (a line over the classes above
     ``MAX_ANNOTATED_CLASSES``): ``accuracies[split][label]`` is the per-class accuracy of the
     model called ``label`` (e.g. the original before, the model after, the retrained model as
-    the target). A class without samples in a split shows nothing; the forgotten classes are
-    shaded."""
+    the target). A class without samples in a split (None) shows nothing; the forgotten classes
+    are shaded."""
     splits = list(accuracies)
     num_classes = len(next(iter(next(iter(accuracies.values())).values())))
     width = min(4 + 0.45 * num_classes, 20.0)
@@ -71,7 +71,7 @@ def per_class_accuracy_figure(
         series = accuracies[split]
         bar_width = 0.8 / len(series)
         for offset, (label, values) in enumerate(series.items()):
-            shown = np.array(values, dtype=float)
+            shown = np.array(values, dtype=float)  # None: NaN, drawn as nothing
             if not few_classes:  # thousands of bars take seconds to draw and are not read
                 axes.plot(classes, shown, marker=".", markersize=3, linewidth=0.6, label=label)
                 continue

@@ -202,7 +202,7 @@ def split_metrics(
     num_classes: int,
     target_classes: list[int],
     member_pick: MemberPick = "random",
-) -> dict[str, float | list[float]]:
+) -> dict[str, float | list[float | None]]:
     """Every metric of one model from its logits and labels on the named splits.
 
     ``outputs`` maps ``forget``, ``retain``, ``test`` (the reported half of the test set) and
@@ -212,16 +212,18 @@ def split_metrics(
     retain_logits, retain_labels = outputs["retain"]
     test_logits, test_labels = outputs["test"]
     in_target = torch.isin(test_labels, torch.tensor(target_classes, device=test_labels.device))
-    result: dict[str, float | list[float]] = {
+    result: dict[str, float | list[float | None]] = {
         "forget_acc": accuracy(forget_logits, forget_labels),
         "retain_acc": accuracy(retain_logits, retain_labels),
         "test_acc": accuracy(test_logits, test_labels),
         "target_class_test_acc": accuracy(test_logits[in_target], test_labels[in_target]),
     }
-    # Per class on every reported split (NaN where a split holds no sample of the class): the
-    # test split shows what the model still knows, forget and retain where it changed.
+    # Per class on every reported split: the test split shows what the model still knows,
+    # forget and retain where it changed. None (JSON's null; NaN is not JSON) where a split holds
+    # no sample of the class, as the forget split does of most classes.
     for split in PER_CLASS_SPLITS:
-        result[f"class_{split}_acc"] = per_class_accuracy(*outputs[split], num_classes)
+        per_class = per_class_accuracy(*outputs[split], num_classes)
+        result[f"class_{split}_acc"] = [None if math.isnan(v) else v for v in per_class]
     for name, (score, attack) in MIA_ATTACKS.items():
         members, nonmembers, forget = (
             (score(*outputs[split]), outputs[split][1])

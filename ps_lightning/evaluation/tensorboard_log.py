@@ -163,7 +163,7 @@ def _write_hparams(
 
 def _per_class_series(
     summary: dict[str, Any], name: str, split: str, original: str | None
-) -> dict[str, list[float]]:
+) -> dict[str, list[float | None]]:
     """The original before, the model after, the retrained model as the target (each once)."""
     labels: dict[str, str] = {}
     for model, role in ((original, "before"), (name, "after"), (summary["retrain"], "target")):
