@@ -15,9 +15,12 @@ def fake_trainer(
     training: bool = False,
     world_size: int = 1,
     global_rank: int = 0,
+    lightning_module: object = None,
 ) -> SimpleNamespace:
-    """The few Trainer attributes an UnlearningDataModule reads, without running a Trainer."""
+    """The few Trainer attributes an UnlearningDataModule reads, without running a Trainer;
+    ``lightning_module`` is the module being fitted, whose declarations the loaders follow."""
     return SimpleNamespace(
+        lightning_module=lightning_module,
         log_dir=None if log_dir is None else str(log_dir),
         is_global_zero=global_rank == 0,
         training=training,

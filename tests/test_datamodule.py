@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -443,17 +444,46 @@ def test_after_transfer_passes_float_batches_through_untouched() -> None:
     assert out[0] is features and out[1] is targets
 
 
-def test_served_tensors_replace_the_training_images() -> None:
+class TensorModule:
+    """A fitted module that trains on tensors of its own (`TrainsOnTensors`)."""
+
+    def __init__(self, *tensors: torch.Tensor | None) -> None:
+        self.tensors = tensors
+
+    def train_tensors(self) -> tuple[torch.Tensor, ...] | None:
+        return None if self.tensors == (None,) else self.tensors
+
+
+class SplitModule:
+    """A fitted module that names its split and part batch sizes (`TrainsOnSplits`)."""
+
+    def __init__(self, train_on: str, part_batch_sizes: dict[str, int] | None = None) -> None:
+        self.train_on = train_on
+        self.sizes = part_batch_sizes
+
+    def part_batch_sizes(self) -> dict[str, int] | None:
+        return self.sizes
+
+
+def fitting(dm: UnlearningDataModule, module: object, training: bool = True) -> None:
+    dm.trainer = fake_trainer(training=training, lightning_module=module)
+
+
+def test_a_module_that_trains_on_tensors_gets_them_instead_of_the_images() -> None:
     dm = DigitsDataModule(batch_size=4)
     features = torch.arange(10 * 3, dtype=torch.float32).view(10, 3)
     targets = torch.arange(10)
-    dm.serve_train_tensors(features, targets)
+    fitting(dm, TensorModule(features, targets))
     batches = list(dm.train_dataloader())
     assert [len(b[0]) for b in batches] == [4, 4, 2]
     rows = torch.cat([b[0] for b in batches])
     order = torch.cat([b[1] for b in batches])
     assert sorted(order.tolist()) == list(range(10))
+    assert order.tolist() != list(range(10))  # shuffled
     assert torch.equal(rows, features[order])  # features stay paired with their targets
+    # The order is seeded by the data's seed: the same batches in every run and process.
+    fitting(dm, TensorModule(features, targets))
+    assert torch.equal(torch.cat([b[1] for b in dm.train_dataloader()]), order)
 
 
 @pytest.mark.parametrize(
@@ -461,12 +491,75 @@ def test_served_tensors_replace_the_training_images() -> None:
     [(torch.empty(0, 64), torch.empty(0)), (torch.zeros(5, 64), torch.zeros(4)), ()],
     ids=["empty", "unequal-lengths", "nothing"],
 )
-def test_serving_unusable_tensors_is_refused(tensors) -> None:
+def test_unusable_module_tensors_are_refused_not_replaced_by_images(tensors) -> None:
     dm = DigitsDataModule()
-    with pytest.raises(ValueError, match="non-empty tensors of one length"):
-        dm.serve_train_tensors(*tensors)
-    # Nothing was served: the loader still serves the training images.
-    assert len(dm.train_dataloader().dataset) == 1437
+    fitting(dm, TensorModule(*tensors))
+    with pytest.raises(ValueError, match=r"TensorModule.train_tensors\(\) must return non-empty"):
+        dm.train_dataloader()
+
+
+def test_a_module_without_tensors_yet_gets_the_configured_split() -> None:
+    dm = DigitsDataModule(train_on="retain")
+    fitting(dm, TensorModule(None))
+    assert len(dm.train_dataloader().dataset) == len(dm.retain_indices)
+
+
+@pytest.mark.parametrize("module", [object(), None], ids=["plain-module", "no-trainer-module"])
+def test_a_module_without_a_declaration_gets_the_configured_train_on(module: object) -> None:
+    dm = IndexedDataModule(forget="random", forget_ratio=0.25, train_on="forget", batch_size=8)
+    fitting(dm, module)
+    assert sorted(loader_indices(dm.train_dataloader())) == dm.forget_indices.tolist()
+    assert dm.state_dict()["train_on"] == "forget"
+
+
+def test_a_module_that_names_its_split_is_served_it_and_the_data_stays_as_configured() -> None:
+    dm = IndexedDataModule(forget="random", forget_ratio=0.25, batch_size=8)
+    fitting(dm, SplitModule("retain"))
+    assert sorted(loader_indices(dm.train_dataloader())) == dm.retain_indices.tolist()
+    # Checkpoints say what was trained on; the datamodule's own setting is untouched.
+    assert dm.state_dict()["train_on"] == "retain"
+    assert dm.hparams.train_on == "full"
+
+
+def test_forget_then_retain_passes_use_the_modules_part_batch_sizes() -> None:
+    dm = IndexedDataModule(forget="random", forget_ratio=0.25, batch_size=64)
+    fitting(dm, SplitModule("forget,retain", {"forget": 16}))
+    batches = [next(iter(batch.items())) for batch in dm.train_dataloader()]
+    sizes = [(part, len(labels)) for part, (_, labels) in batches]
+    # 50 forget samples in batches of 16, then 150 retain samples in the data's batches of 64.
+    assert sizes == [("forget", 16)] * 3 + [("forget", 2)] + [("retain", 64)] * 2 + [("retain", 22)]
+    forget = [i for part, (images, _) in batches if part == "forget" for i in decode(images)]
+    assert sorted(forget) == dm.forget_indices.tolist()
+
+
+@pytest.mark.parametrize(
+    ("module", "message"),
+    [
+        (SplitModule("everything"), "declares train_on='everything', which is not one of"),
+        (SplitModule("forget,retain", {"forget": 0}), r"declares part_batch_sizes \{'forget': 0\}"),
+    ],
+    ids=["unknown-split", "zero-batch"],
+)
+def test_bad_declarations_are_refused_naming_the_module(module: object, message: str) -> None:
+    dm = IndexedDataModule()
+    fitting(dm, module)
+    with pytest.raises(ValueError, match=f"SplitModule {message}"):
+        dm.train_dataloader()
+
+
+@pytest.mark.parametrize(("data_augment", "module_augment"), [(True, False), (False, True)])
+def test_a_module_that_chooses_augmentation_overrides_the_data(
+    data_augment: bool, module_augment: bool
+) -> None:
+    dm = IndexedDataModule(batch_size=64, augment=data_augment)
+    images, labels = next(iter(dm.eval_dataloader("retain")))
+    plain = (images.float() / 255.0 - 0.5) / 0.25
+    module = SimpleNamespace(augment_training=module_augment)
+    fitting(dm, module)
+    torch.manual_seed(0)
+    out = dm.on_after_batch_transfer((images, labels), 0)[0]
+    assert torch.equal(out, plain) is not module_augment
+    assert dm.hparams.augment is data_augment  # never written by the module
 
 
 def test_atomic_writes_get_the_permissions_of_an_ordinary_write(tmp_path: Path) -> None:

@@ -127,7 +127,9 @@ def test_scrub_makes_the_whole_max_pass_then_the_whole_min_pass(
     max_epoch = [True] * (forget_batches + retain_batches)
     min_only_epoch = [False] * forget_batches + [True] * retain_batches
     assert log.moved == max_epoch + max_epoch + min_only_epoch
-    assert data.hparams.augment is False
+    # The reference trains unaugmented: SCRUB says so, the datamodule's own setting is kept.
+    assert data.augments_training() is False
+    assert data.hparams.augment is True
 
 
 def test_a_method_with_non_finite_weights_fails_and_writes_nothing(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import lightning as L
 import torch
@@ -45,6 +45,34 @@ PAIRED = {"forget+retain": ("forget", "retain")}
 # CombinedLoader, so one loader serves the passes in order, one part per batch.
 SEQUENTIAL = {"forget,retain": ("forget", "retain")}
 MANIFEST_NAME = "split.json"
+
+
+@runtime_checkable
+class TrainsOnSplits(Protocol):
+    """A LightningModule that names the split it trains on (one of ``TRAIN_ON``), and for
+    ``forget,retain`` a batch size per part (None: the datamodule's ``batch_size``). The
+    datamodule serves it; the module never writes into the datamodule."""
+
+    train_on: str
+
+    def part_batch_sizes(self) -> dict[str, int] | None: ...
+
+
+@runtime_checkable
+class TrainsOnTensors(Protocol):
+    """A LightningModule that trains on tensors of its own (e.g. cached features and soft
+    targets), not on images: rows of equally long tensors, or None while it has none (then the
+    datamodule's ``train_on`` applies)."""
+
+    def train_tensors(self) -> tuple[torch.Tensor, ...] | None: ...
+
+
+@runtime_checkable
+class ChoosesAugmentation(Protocol):
+    """A LightningModule that decides whether its training images are augmented (SCRUB's
+    reference trains without), whatever the datamodule's ``augment``."""
+
+    augment_training: bool
 
 
 class TensorSamples(Dataset):
@@ -140,7 +168,8 @@ class UnlearningDataModule(L.LightningDataModule):
         train_on: ``full`` (the original model), ``retain`` (the retrained gold standard),
             ``forget``, ``forget+retain`` (both, one batch of each per step) or
             ``forget,retain`` (a pass over the forget set, then one over the retain set, per
-            epoch). Unlearning methods that train on images set it themselves (`set_train_on`).
+            epoch). The fitted module may declare its own training data instead
+            (`TrainsOnSplits`, `TrainsOnTensors`): the unlearning methods do.
         augment: apply the dataset's train augmentation (random crop, flip) on the device.
         batch_size: training batch size.
         eval_batch_size: batch size of the validation, test and feature-extraction loaders.
@@ -189,8 +218,6 @@ class UnlearningDataModule(L.LightningDataModule):
         )
         self._source: Source | None = None
         self.manifest: dict[str, Any] | None = None
-        self._served_train: TensorSamples | None = None
-        self.part_batch_sizes: dict[str, int] = {}
         if not download:
             # The files must be here already: load now, so that a missing file or a bad request
             # is reported before the Trainer creates any run directory.
@@ -326,7 +353,7 @@ class UnlearningDataModule(L.LightningDataModule):
     def state_dict(self) -> dict[str, Any]:
         # Saved in every checkpoint, so a model always says which samples it was trained on.
         assert self.manifest is not None
-        return {"split_manifest": self.manifest, "train_on": self.hparams.train_on}
+        return {"split_manifest": self.manifest, "train_on": self.served_train_on()}
 
     # ---------------------------------------------------------------- samples
     def samples(self, split: str) -> TensorSamples:
@@ -373,32 +400,6 @@ class UnlearningDataModule(L.LightningDataModule):
         pick = torch.randperm(len(self.retain_indices), generator=generator)[:size]
         return self.retain_indices[torch.sort(pick).values]
 
-    def serve_train_tensors(self, *tensors: torch.Tensor) -> None:
-        """Serve these tensors (e.g. cached features and soft targets) as the training set.
-
-        Unlearning modules train on cached features, not on images; they hand those to the
-        datamodule so that Lightning's own loop, sampler and device transfer still apply.
-        """
-        lengths = {len(t) for t in tensors}
-        if not tensors or lengths == {0} or len(lengths) != 1:
-            raise ValueError(
-                f"serve_train_tensors needs non-empty tensors of one length, got lengths "
-                f"{[len(t) for t in tensors]}."
-            )
-        self._served_train = TensorSamples(*tensors)
-
-    def set_train_on(self, train_on: str, part_batch_sizes: dict[str, int] | None = None) -> None:
-        """Train on this split from now on (an unlearning method names the data it trains on);
-        ``part_batch_sizes``: a batch size per split of ``forget,retain`` (default:
-        ``batch_size``)."""
-        if train_on not in TRAIN_ON:
-            raise ValueError(f"train_on={train_on!r} is not one of {TRAIN_ON}.")
-        sizes = dict(part_batch_sizes or {})
-        if any(size < 1 for size in sizes.values()):
-            raise ValueError(f"part_batch_sizes must be positive, got {sizes}.")
-        self.hparams.train_on = train_on
-        self.part_batch_sizes = sizes
-
     # ---------------------------------------------------------------- loaders
     def _loader(self, samples: TensorSamples, shuffle: bool, batch_size: int) -> DataLoader:
         sampler = None
@@ -426,36 +427,81 @@ class UnlearningDataModule(L.LightningDataModule):
         samples = self.samples(split) if isinstance(split, str) else split
         return self._loader(samples, False, batch_size or self.hparams.eval_batch_size)
 
+    def _fitted_module(self) -> Any:
+        trainer = self.trainer
+        return getattr(trainer, "lightning_module", None) if trainer is not None else None
+
+    def served_train_on(self) -> str:
+        """The split the training loader serves: the fitted module's declaration, else the
+        configured ``train_on``."""
+        module = self._fitted_module()
+        if not isinstance(module, TrainsOnSplits):
+            return self.hparams.train_on
+        if module.train_on not in TRAIN_ON:
+            raise ValueError(
+                f"{type(module).__name__} declares train_on={module.train_on!r}, which is not "
+                f"one of {TRAIN_ON}."
+            )
+        return module.train_on
+
+    def _part_batch_sizes(self, parts: tuple[str, ...]) -> dict[str, int]:
+        module = self._fitted_module()
+        declared = module.part_batch_sizes() if isinstance(module, TrainsOnSplits) else None
+        sizes = dict(declared or {})
+        if any(size < 1 for size in sizes.values()):
+            raise ValueError(
+                f"{type(module).__name__} declares part_batch_sizes {sizes}: every batch size "
+                "must be positive."
+            )
+        return {p: sizes.get(p, self.hparams.batch_size) for p in parts}
+
+    def _declared_tensors(self) -> TensorSamples | None:
+        module = self._fitted_module()
+        if not isinstance(module, TrainsOnTensors):
+            return None
+        tensors = module.train_tensors()
+        if tensors is None:
+            return None
+        lengths = {len(t) for t in tensors}
+        if not tensors or lengths == {0} or len(lengths) != 1:
+            raise ValueError(
+                f"{type(module).__name__}.train_tensors() must return non-empty tensors of one "
+                f"length, got lengths {[len(t) for t in tensors]}."
+            )
+        return TensorSamples(*tensors)
+
     def train_dataloader(self) -> DataLoader | dict[str, DataLoader]:
-        # `is None`, not `or`: an empty served set must not silently fall back to the images.
-        if self._served_train is not None:
-            # Every process trains on all served rows in the same seeded order (a one-replica
-            # DistributedSampler, which Lightning leaves in place and re-seeds per epoch): DDP
-            # then averages identical gradients, exactly one process's step, with no padded
-            # repeats of a small forget set.
+        # `is None`, not a truth test: empty tensors are refused, never replaced by the images.
+        tensors = self._declared_tensors()
+        if tensors is not None:
+            # Every process trains on all the module's rows in the same seeded order (a
+            # one-replica DistributedSampler, which Lightning leaves in place and re-seeds per
+            # epoch): DDP then averages identical gradients, exactly one process's step, with no
+            # padded repeats of a small forget set.
             sampler = DistributedSampler(
-                self._served_train, num_replicas=1, rank=0, shuffle=True, seed=self.hparams.seed
+                tensors, num_replicas=1, rank=0, shuffle=True, seed=self.hparams.seed
             )
             return DataLoader(
-                self._served_train,
+                tensors,
                 batch_size=self.hparams.batch_size,
                 sampler=sampler,
                 collate_fn=_already_batched,
             )
-        sequence = SEQUENTIAL.get(self.hparams.train_on)
+        train_on = self.served_train_on()
+        sequence = SEQUENTIAL.get(train_on)
         if sequence is not None:
             return self._sequential_loader(sequence)
-        parts = PAIRED.get(self.hparams.train_on)
+        parts = PAIRED.get(train_on)
         if parts is not None:
             return {p: self._loader(self.samples(p), True, self.hparams.batch_size) for p in parts}
-        return self._loader(self.samples(self.hparams.train_on), True, self.hparams.batch_size)
+        return self._loader(self.samples(train_on), True, self.hparams.batch_size)
 
     def _sequential_loader(self, parts: tuple[str, ...]) -> DataLoader:
         samples = {p: self.samples(p) for p in parts}
         trainer = self.trainer
         sampler = SequentialPartsSampler(
             {p: len(s) for p, s in samples.items()},
-            {p: self.part_batch_sizes.get(p, self.hparams.batch_size) for p in parts},
+            self._part_batch_sizes(parts),
             seed=self.hparams.seed,
             num_replicas=trainer.world_size if trainer is not None else 1,
             rank=trainer.global_rank if trainer is not None else 0,
@@ -476,9 +522,18 @@ class UnlearningDataModule(L.LightningDataModule):
     def test_dataloader(self) -> list[DataLoader]:
         return [self.eval_dataloader(s) for s in EVAL_SPLITS]
 
+    def augments_training(self) -> bool:
+        """Whether training batches are augmented: the fitted module's choice, else
+        ``augment``."""
+        module = self._fitted_module()
+        if isinstance(module, ChoosesAugmentation):
+            return bool(module.augment_training)
+        return self.hparams.augment
+
     def model_input(self, images: torch.Tensor, augment_batch: bool = False) -> torch.Tensor:
-        """uint8 images on the device → the normalised float batch a model takes."""
-        if augment_batch and self.hparams.augment:
+        """uint8 images on the device → the normalised float batch a model takes, with the
+        dataset's train augmentation when ``augment_batch``."""
+        if augment_batch:
             if self.crop_padding:
                 images = augment.random_crop(images, self.crop_padding)
             if self.horizontal_flip:
@@ -493,4 +548,5 @@ class UnlearningDataModule(L.LightningDataModule):
             return batch  # served tensors (cached features) pass through untouched
         trainer = self.trainer
         training = trainer is not None and trainer.training
-        return (self.model_input(images, augment_batch=training), *rest)
+        augment_batch = training and self.augments_training()
+        return (self.model_input(images, augment_batch=augment_batch), *rest)

@@ -257,8 +257,16 @@ class PSUnlearnModule(UnlearningModule):
                     self.model.hparams.num_classes,
                 )
             )
-        dm.serve_train_tensors(forget["features"], targets)
         self._log_curves(step=0)
+
+    def train_tensors(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """What the PS epochs train on, served by the datamodule (`TrainsOnTensors`): the cached
+        forget features and their soft targets; None before `on_fit_start` cached them, and for
+        Naive PS, which trains on nothing."""
+        forget = self.cache.get("forget", {})
+        if "targets" not in forget:
+            return None
+        return forget["features"], forget["targets"]
 
     @torch.no_grad()
     def _stream_gram(self) -> tuple[torch.Tensor, torch.dtype]:

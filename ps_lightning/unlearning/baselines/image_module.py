@@ -1,13 +1,13 @@
 """What the peer unlearning methods share: training the whole original network on images.
 
 Unlike Prototype Surgery, these methods change every layer. `ImageUnlearningModule` unfreezes
-the model, names the data split the method trains on (the datamodule serves it: `retain`,
-`forget`, `forget+retain`: one batch of each per step, or `forget,retain`: a forget pass then
-a retain pass per epoch), puts the whole network in train
-mode while it trains, runs SGD with the method's own learning rate, momentum, weight decay and
-epochs, and saves the result through `UnlearningModule` in the classifier checkpoint format.
-A method only writes its loss. Gradient passes in eval mode (saliency masks, Fisher
-importances) go through `ps_lightning.unlearning.gradients.summed_gradients`.
+the model, declares the data split the method trains on (the datamodule asks and serves it:
+`retain`, `forget`, `forget+retain`: one batch of each per step, or `forget,retain`: a forget
+pass then a retain pass per epoch), puts the whole network in train mode while it trains,
+runs SGD with the method's own learning rate, momentum, weight decay and epochs, and saves the
+result through `UnlearningModule` in the classifier checkpoint format. A method only writes its
+loss. Gradient passes in eval mode (saliency masks, Fisher importances) go through
+`ps_lightning.unlearning.gradients.summed_gradients`.
 """
 
 from __future__ import annotations
@@ -31,9 +31,10 @@ def batch_size(batch: Batch | dict[str, Batch]) -> int:
 class ImageUnlearningModule(UnlearningModule):
     """Base of the methods that train the whole network on images with SGD.
 
-    A subclass sets ``train_on`` (the datamodule split it trains on; the module sets it on the
-    datamodule in `setup`, so configs need not and cannot get it wrong) and implements
-    `unlearning_loss`, or overrides `training_step` (SCRUB's max- and min-steps).
+    A subclass sets ``train_on`` (the datamodule split it trains on: the datamodule's training
+    loader asks the fitted module, `ps_lightning.data.datamodule.TrainsOnSplits`, so configs
+    need not and cannot get it wrong) and implements `unlearning_loss`, or overrides
+    `training_step` (SCRUB's max- and min-steps).
 
     Args:
         original_ckpt: the original model's checkpoint (read only; never modified).
@@ -75,7 +76,6 @@ class ImageUnlearningModule(UnlearningModule):
     def setup(self, stage: str) -> None:
         super().setup(stage)
         self.model.requires_grad_(True)
-        self.datamodule.set_train_on(self.train_on, self.part_batch_sizes())
         # Lightning keeps the mode a module enters `fit` in, and the original loads in eval
         # mode. (Gradient passes before training, e.g. SalUn's mask, use `eval_mode`.)
         self.train()

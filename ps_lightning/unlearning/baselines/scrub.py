@@ -100,9 +100,10 @@ class SCRUB(ImageUnlearningModule):
             "retain": self.hparams.retain_batch_size,
         }
 
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
-        self.datamodule.hparams.augment = self.hparams.train_augmentation
+    @property
+    def augment_training(self) -> bool:
+        # Asked by the datamodule (`ChoosesAugmentation`): the reference trains unaugmented.
+        return self.hparams.train_augmentation
 
     def training_step(self, batch: dict[str, Batch], batch_idx: int) -> torch.Tensor | None:
         ((part, (images, labels)),) = batch.items()
