@@ -21,6 +21,8 @@ PRECISION ?= 32-true
 MAX_EPOCHS ?=
 
 comma := ,
+# Where each step's run lives; configs/<dataset>/*.yaml name the same folders for the default
+# variables, so a step run by hand reads what make wrote (tests/test_run_layout.py).
 REQUEST_TAG := seed$(SEED)-ratio$(RATIO)-classes$(subst $(comma),+,$(CLASSES))
 ORIGINAL_RUN := expid$(EXPID)/original
 REQUEST_RUN := expid$(EXPID)/$(REQUEST_TAG)

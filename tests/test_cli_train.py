@@ -82,10 +82,11 @@ def runs(tmp_path_factory: pytest.TempPathFactory, console_run) -> Path:
     workdir = tmp_path_factory.mktemp("cwd")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(workdir)  # nothing may depend on, or be written to, the working directory
-        fit("original.yaml", save_dir)
+        fit("original.yaml", save_dir, "--run", "original")
         fit(
             "retrain.yaml",
             save_dir,
+            "--run", "retrain",
             "--data.init_args.split_manifest", str(save_dir / "digits/original/split.json"),
         )  # fmt: skip
     assert listing(workdir) == []

@@ -123,7 +123,7 @@ def unlearn(
 
     ``manifest``: the split to reuse; ``None`` draws the request given in ``args`` afresh.
     """
-    # No manifest: the request is drawn afresh (the configs name the original run's manifest).
+    # No manifest: the request is drawn afresh (the configs name the retrain run's manifest).
     data = ["--data.init_args.split_manifest", "null" if manifest is None else str(manifest)]
     run_dir = run_cli(
         "fit",
