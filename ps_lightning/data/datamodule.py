@@ -471,7 +471,6 @@ class UnlearningDataModule(L.LightningDataModule):
         return TensorSamples(*tensors)
 
     def train_dataloader(self) -> DataLoader | dict[str, DataLoader]:
-        # `is None`, not a truth test: empty tensors are refused, never replaced by the images.
         tensors = self._declared_tensors()
         if tensors is not None:
             # Every process trains on all the module's rows in the same seeded order (a
