@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import subprocess
 import sys
+import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,8 +19,10 @@ from pathlib import Path
 import lightning as L
 import torch.distributed as dist
 import yaml
+from lightning.pytorch.callbacks import Callback, ProgressBar
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
+from ps_lightning.console import RunProgressBar, print_summary, quiet_known_noise
 from ps_lightning.data.datamodule import UnlearningDataModule
 
 TRAINER_DEFAULTS = {
@@ -42,17 +45,25 @@ class RunFolderConfig(SaveConfigCallback):
         if not trainer.strategy.broadcast(trainer.is_global_zero and config_path.is_file()):
             super().setup(trainer, pl_module, stage)
             return
-        finished = run_dir / "checkpoints" / "model.ckpt"
-        if self.config.get("ckpt_path") is None or finished.exists():
-            state = "a finished run" if finished.exists() else "an interrupted run"
-            raise FileExistsError(
-                f"the run folder '{run_dir}' holds {state} already (its {self.config_filename}"
-                + (
-                    f", and {finished.relative_to(run_dir)}); choose another run (--run NAME)."
-                    if finished.exists()
-                    else "); resume it with the same settings and --ckpt_path last, or choose "
-                    "another run (--run NAME)."
+        # What a finished run of this subcommand leaves; an evaluation has nothing to resume.
+        testing = trainer.state.fn == "test"
+        finished = run_dir / ("metrics.json" if testing else "checkpoints/model.ckpt")
+        resumable = not testing and not finished.exists()
+        if self.config.get("ckpt_path") is None or not resumable:
+            if finished.exists():
+                state = f"a finished run (its {self.config_filename} and {finished.name})"
+                fix = "delete that folder to redo it"
+            elif testing:
+                state = (
+                    f"an interrupted evaluation (its {self.config_filename}, no {finished.name})"
                 )
+                fix = "delete that folder to redo it"
+            else:
+                state = f"an interrupted run (its {self.config_filename}, no {finished.name})"
+                fix = "resume it with the same settings and --ckpt_path last"
+            raise FileExistsError(
+                f"the run folder '{run_dir}' holds {state}: name another run with --run NAME, "
+                f"or {fix}."
             )
         saved = yaml.safe_load(config_path.read_text())
         current = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
@@ -92,6 +103,15 @@ class PSLightningCLI(LightningCLI):
             "data.dataset_name", "trainer.logger.init_args.name", apply_on="instantiate"
         )
 
+    def _instantiate_trainer(self, config: dict, callbacks: list[Callback]) -> L.Trainer:
+        # Lightning's own bar, minus its meaningless v_num, wherever Lightning would add one.
+        listed = config.get("callbacks") or []
+        listed = listed if isinstance(listed, list) else [listed]
+        has_bar = any(isinstance(c, ProgressBar) for c in [*listed, *callbacks])
+        if config.get("enable_progress_bar") is not False and not has_bar:
+            callbacks = [*callbacks, RunProgressBar()]
+        return super()._instantiate_trainer(config, callbacks)
+
     def _check_model_against_data(self) -> None:
         # Unlearning and evaluation modules check their checkpoints against the split here,
         # before the Trainer creates a run directory, so that bad input writes nothing.
@@ -117,10 +137,13 @@ def _destroy_process_group() -> None:
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> PSLightningCLI:
+    """Run (or, ``run=False``, only build) one step; a run ends with its summary."""
+    started = time.perf_counter()
+    quiet_known_noise()
     # Registered by the run, not by importing the module; once, however many runs a process makes.
     atexit.unregister(_destroy_process_group)
     atexit.register(_destroy_process_group)
-    return PSLightningCLI(
+    cli = PSLightningCLI(
         L.LightningModule,
         UnlearningDataModule,
         subclass_mode_model=True,
@@ -130,6 +153,10 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> PSLightningCLI:
         args=args,
         run=run,
     )
+    trainer = cli.trainer
+    if run and trainer.is_global_zero and trainer.log_dir:
+        print_summary(cli.subcommand or "", Path(trainer.log_dir), time.perf_counter() - started)
+    return cli
 
 
 class StepFailed(RuntimeError):

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ps_lightning.console import progress
 from ps_lightning.files import atomic_write
 
 
@@ -223,7 +224,7 @@ def _tiny_files(root: Path) -> tuple[list[str], list[tuple[Path, int]], list[tup
     return wnids, train, test
 
 
-def _decode(files: list[tuple[Path, int]]) -> tuple[np.ndarray, np.ndarray]:
+def _decode(files: list[tuple[Path, int]], split: str) -> tuple[np.ndarray, np.ndarray]:
     images = np.empty((len(files), 3, _TINY_SIZE, _TINY_SIZE), dtype=np.uint8)
 
     def decode_one(i: int) -> None:
@@ -237,7 +238,9 @@ def _decode(files: list[tuple[Path, int]]) -> tuple[np.ndarray, np.ndarray]:
 
     # Pillow releases the GIL while decoding, so threads cut the one-off 110k-image decode.
     with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as pool:
-        list(pool.map(decode_one, range(len(files))))
+        decoded = pool.map(decode_one, range(len(files)))
+        # A one-off wait of minutes, outside any Trainer: a bar when on a terminal.
+        list(progress(decoded, f"decoding TinyImageNet {split}", total=len(files), unit="img"))
     labels = np.fromiter((label for _, label in files), dtype=np.int64, count=len(files))
     return images, labels
 
@@ -284,8 +287,8 @@ def load_tinyimagenet(data_dir: str, download: bool) -> Source:
         return cached
 
     classes = _tiny_classes(root, wnids)
-    train_images, train_labels = _decode(train_files)
-    test_images, test_labels = _decode(test_files)
+    train_images, train_labels = _decode(train_files, "train")
+    test_images, test_labels = _decode(test_files, "val")
     arrays = {
         "train_images": train_images,
         "train_labels": train_labels,

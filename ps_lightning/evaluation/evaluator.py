@@ -17,6 +17,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
+from ps_lightning.console import progress, trainer_progress
 from ps_lightning.data.datamodule import UnlearningDataModule
 from ps_lightning.distributed import gather_rows
 from ps_lightning.evaluation.figures import confusion_matrix
@@ -128,7 +129,8 @@ class UnlearningEvaluator(L.LightningModule):
             for name, splits in self.features.items()
         }
         results: dict[str, Any] = {}
-        for name in self.models:
+        shown = trainer_progress(self.trainer)
+        for name in progress(self.models, "linear probes", total=len(self.models), enabled=shown):
             outputs = {s: (logits[name][s], labels[s]) for s in EVAL_SPLITS}
             metrics = split_metrics(outputs, num_classes, target_classes, self.hparams.mia_members)
             # Retain samples alone hold no sample of a wholly forgotten class, so the probe also
@@ -185,7 +187,10 @@ class UnlearningEvaluator(L.LightningModule):
         order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
         subset = order[: self.hparams.relearn_size].to(self.device)
         target = results[self.hparams.original]["metrics"]["forget_acc"] - 0.05
-        for name, model in self.models.items():
+        shown = trainer_progress(self.trainer)
+        for name, model in progress(
+            self.models.items(), "relearn probes", total=len(self.models), enabled=shown
+        ):
             results[name]["metrics"]["relearn_steps"] = relearn_steps(
                 model,
                 inputs[subset],

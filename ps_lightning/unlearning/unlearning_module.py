@@ -17,6 +17,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from ps_lightning.console import progress, trainer_progress
 from ps_lightning.data.datamodule import UnlearningDataModule
 from ps_lightning.distributed import gather_rows
 from ps_lightning.files import atomic_torch_save
@@ -96,7 +97,8 @@ class UnlearningModule(L.LightningModule):
         """``(features, labels)`` per batch of this process's shard: float32, autocast off (a
         Gram matrix under bf16 has ~1e-3 error), the datamodule's eval transform."""
         with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
-            for batch in loader:
+            shown = trainer_progress(self.trainer)
+            for batch in progress(loader, "feature pass", total=len(loader), enabled=shown):
                 images, labels = (t.to(self.device, non_blocking=True) for t in batch)
                 inputs = self.datamodule.model_input(images)
                 yield self.model.forward_features(inputs).float(), labels
