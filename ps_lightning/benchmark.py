@@ -7,8 +7,11 @@ seeds, side by side with retraining.
 Per seed it trains one original model (seed_everything = seed), and per scenario a retrained
 model on the request's retain set (the request is drawn with the same seed); then each method
 unlearns from that original model, and one evaluation scores all of them together. Finished
-steps are cached by a hash of their full command line, so an interrupted run resumes.
-Results: ``<out>/<dataset>-<scenario>.md`` and ``.json`` with mean ± std over seeds.
+steps are cached by a hash of their full command line, so an interrupted run resumes. Each
+step prints a line with the steps done out of all planned, the time elapsed and the ETA.
+Results: ``<out>/<dataset>-<scenario>.md`` and ``.json`` with mean ± std over seeds; ``<out>``
+is ``<runs-dir>/results`` unless ``--out`` names another folder or ``--update-results`` asks
+for the repository's committed tables (``benchmarks/results``).
 
 A method whose step fails (e.g. non-finite weights) is recorded as failed for that seed and the
 benchmark goes on without it. ``--max-epochs N`` shortens the original and retrain training
@@ -39,11 +42,14 @@ from typing import Any
 import yaml
 
 from ps_lightning.cli import StepFailed, run_step
+from ps_lightning.console import StepProgress
 from ps_lightning.files import atomic_write_json, atomic_write_text
 from ps_lightning.models import ARCHITECTURES
 
-# The repository's configs/, beside the package (a source checkout or an editable install).
+# The repository's configs/ and committed result tables, beside the package (a source checkout
+# or an editable install).
 REPOSITORY_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+REPOSITORY_RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
 SCENARIOS: dict[str, list[str]] = {
     # The paper's request: 10% of class 1.
@@ -196,6 +202,7 @@ class Harness:
         self.runs_dir = runs_dir
         self.isolate = isolate
         self.extra = extra
+        self.progress = StepProgress(total=None)
         # Only for original and retrain training: without them, their command lines (and so the
         # cache keys of runs made before these options existed) are unchanged. The methods
         # read the architecture from the original's checkpoint.
@@ -222,6 +229,7 @@ class Harness:
         run_dir = self.runs_dir / self.dataset / f"{run}-{digest}"
         done = run_dir / ("metrics.json" if subcommand == "test" else "checkpoints/model.ckpt")
         if done.is_file():
+            self.progress.finished(ran=False)
             return run_dir
         if run_dir.exists():  # an interrupted attempt: its files are incomplete
             shutil.rmtree(run_dir)
@@ -235,13 +243,15 @@ class Harness:
             "--trainer.enable_model_summary",
             "false",
         ]
-        print(f"  running {run} …", flush=True)
+        print(self.progress.line(f"running {run} …"), flush=True)
         try:
             run_step(command, in_child=self.isolate)
         except StepFailed:
             raise
         except Exception as error:  # any method error: recorded, the benchmark goes on
             raise StepFailed(f"{type(error).__name__}: {error}") from error
+        finally:
+            self.progress.finished(ran=True)
         return run_dir
 
     def seed_run(
@@ -310,6 +320,12 @@ class Harness:
         summary = json.loads((evaluation / "metrics.json").read_text())
         summary["failed"] = failed
         return summary
+
+
+def planned_steps(scenarios: int, seeds: int, methods: int) -> int:
+    """The steps `Harness.seed_run` makes for every scenario and seed: the original model (a
+    cache hit after the first scenario), retraining, each method and the evaluation."""
+    return scenarios * seeds * (methods + 3)
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -436,24 +452,67 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--dataset", default="digits")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
-    parser.add_argument("--methods", nargs="+", default=list(METHOD_CONFIGS))
+    parser.add_argument(
+        "--dataset",
+        default="digits",
+        help="the configs folder configs/<dataset>/ to run (default: digits)",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0, 1, 2, 3, 4],
+        help="report seeds: each trains its original model (seed_everything) and draws the "
+        "requests (default: 0 1 2 3 4)",
+    )
+    parser.add_argument(
+        "--scenarios",
+        nargs="+",
+        default=list(SCENARIOS),
+        choices=list(SCENARIOS),
+        help="request kinds: subclass (10%% of class 1), random (10%% of the training set), "
+        "wholeclass (all of class 1); default: all three",
+    )
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(METHOD_CONFIGS),
+        help=f"methods beside original and retrain, from {', '.join(METHOD_CONFIGS)} "
+        "(default: all)",
+    )
     parser.add_argument(
         "--variant",
         action="append",
         default=[],
-        help="extra method: name=ps.yaml:key=value,key=value (model init args)",
+        help="extra method: name=ps.yaml:key=value,key=value (model init args); repeatable",
     )
-    parser.add_argument("--runs-dir", type=Path, default=Path("runs/bench"))
+    parser.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=Path("runs/bench"),
+        help="where every step's run folder goes, <runs-dir>/<dataset>/<step>-<hash>/, the "
+        "cache a resumed benchmark reuses (default: runs/bench)",
+    )
     parser.add_argument(
         "--configs",
         type=Path,
         default=REPOSITORY_CONFIGS,
         help="the folder of the datasets' configs (default: the repository's, beside the package)",
     )
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    out = parser.add_mutually_exclusive_group()
+    out.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where the tables go: <out>/<dataset>-<scenario>.{md,json} and, with --grid, "
+        "<out>/<dataset>-selection.{md,json} (default: <runs-dir>/results)",
+    )
+    out.add_argument(
+        "--update-results",
+        action="store_true",
+        help=f"write the tables into the repository's committed {REPOSITORY_RESULTS} instead "
+        "(what `make bench` does), replacing the tables there",
+    )
     parser.add_argument(
         "--isolate",
         action="store_true",
@@ -513,6 +572,14 @@ def main(argv: list[str] | None = None) -> None:
             f"no configs for {args.dataset!r} under '{args.configs}': pass --configs "
             "<repository>/configs (an installed package has no configs beside it)."
         )
+    if args.update_results and not REPOSITORY_RESULTS.parent.is_dir():
+        parser.error(
+            f"--update-results: no committed tables at '{REPOSITORY_RESULTS}' (an installed "
+            "package has no benchmarks/ beside it); pass --out <repository>/benchmarks/results."
+        )
+    if args.out is None:
+        args.out = REPOSITORY_RESULTS if args.update_results else args.runs_dir / "results"
+    grid = read_grid(args.grid, methods) if args.grid is not None else {}
     harness = Harness(
         args.dataset,
         args.runs_dir,
@@ -522,9 +589,17 @@ def main(argv: list[str] | None = None) -> None:
         args.configs,
         args.architecture,
     )
+    harness.progress = StepProgress(
+        planned_steps(len(args.scenarios), len(args.seeds), len(methods))
+        + planned_steps(
+            len(args.scenarios),
+            len(args.select_seeds),
+            sum(len(points) for points in grid.values()),
+        )
+    )
     started = time.perf_counter()
     if args.grid is not None:
-        methods = run_selection(harness, args, methods, started)
+        methods = run_selection(harness, args, methods, grid, started)
     for scenario in args.scenarios:
         per_seed = []
         for seed in args.seeds:
@@ -550,17 +625,18 @@ def main(argv: list[str] | None = None) -> None:
             },
         )
         print(text, flush=True)
+    print(f"tables written to {args.out}", flush=True)
 
 
 def run_selection(
     harness: Harness,
     args: argparse.Namespace,
     methods: dict[str, tuple[str, list[str]]],
+    grid: dict[str, list[dict]],
     started: float,
 ) -> dict[str, tuple[str, list[str]]]:
-    """Run every grid point on the selection seeds; return the methods with their chosen
-    points, and write the selection table."""
-    grid = read_grid(args.grid, methods)
+    """Run every point of ``grid`` (`read_grid`) on the selection seeds; return the methods
+    with their chosen points, and write the selection table."""
     candidates: dict[str, tuple[str, list[str]]] = {}
     points: dict[str, dict[str, dict[str, Any]]] = {}
     for method, method_points in grid.items():

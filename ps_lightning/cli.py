@@ -33,6 +33,32 @@ TRAINER_DEFAULTS = {
 }
 
 
+def reused_run_folder(
+    run_dir: Path, config_name: str, testing: bool, resuming: bool
+) -> FileExistsError | None:
+    """The error for a run into ``run_dir`` when it holds a run's ``config_name`` already, or
+    ``None`` when that run may go on: a training run resumed (``--ckpt_path``) before it
+    finished (whether with the same settings is `RunFolderConfig`'s check)."""
+    if not (run_dir / config_name).is_file():
+        return None
+    # What a finished run of this subcommand leaves; an evaluation has nothing to resume.
+    finished = run_dir / ("metrics.json" if testing else "checkpoints/model.ckpt")
+    if resuming and not testing and not finished.exists():
+        return None
+    if finished.exists():
+        state = f"a finished run (its {config_name} and {finished.name})"
+        fix = "delete that folder to redo it"
+    elif testing:
+        state = f"an interrupted evaluation (its {config_name}, no {finished.name})"
+        fix = "delete that folder to redo it"
+    else:
+        state = f"an interrupted run (its {config_name}, no {finished.name})"
+        fix = "resume it with the same settings and --ckpt_path last"
+    return FileExistsError(
+        f"the run folder '{run_dir}' holds {state}: name another run with --run NAME, or {fix}."
+    )
+
+
 class RunFolderConfig(SaveConfigCallback):
     """Writes the run's config.yaml; a run folder that holds one already is refused, unless
     this run resumes it (``--ckpt_path``) with the same settings and it has not finished."""
@@ -42,29 +68,15 @@ class RunFolderConfig(SaveConfigCallback):
             return
         run_dir = Path(trainer.log_dir)
         config_path = run_dir / self.config_filename
+        # Rank 0 alone looks at the folder: the other processes may start after it wrote there.
         if not trainer.strategy.broadcast(trainer.is_global_zero and config_path.is_file()):
             super().setup(trainer, pl_module, stage)
             return
-        # What a finished run of this subcommand leaves; an evaluation has nothing to resume.
         testing = trainer.state.fn == "test"
-        finished = run_dir / ("metrics.json" if testing else "checkpoints/model.ckpt")
-        resumable = not testing and not finished.exists()
-        if self.config.get("ckpt_path") is None or not resumable:
-            if finished.exists():
-                state = f"a finished run (its {self.config_filename} and {finished.name})"
-                fix = "delete that folder to redo it"
-            elif testing:
-                state = (
-                    f"an interrupted evaluation (its {self.config_filename}, no {finished.name})"
-                )
-                fix = "delete that folder to redo it"
-            else:
-                state = f"an interrupted run (its {self.config_filename}, no {finished.name})"
-                fix = "resume it with the same settings and --ckpt_path last"
-            raise FileExistsError(
-                f"the run folder '{run_dir}' holds {state}: name another run with --run NAME, "
-                f"or {fix}."
-            )
+        resuming = self.config.get("ckpt_path") is not None
+        error = reused_run_folder(run_dir, self.config_filename, testing, resuming)
+        if error is not None:
+            raise error
         saved = yaml.safe_load(config_path.read_text())
         current = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
         changed = sorted(
@@ -112,21 +124,34 @@ class PSLightningCLI(LightningCLI):
             callbacks = [*callbacks, RunProgressBar()]
         return super()._instantiate_trainer(config, callbacks)
 
-    def _check_model_against_data(self) -> None:
+    def _refuse_bad_input(self) -> None:
         # Unlearning and evaluation modules check their checkpoints against the split here,
         # before the Trainer creates a run directory, so that bad input writes nothing.
         check = getattr(self.model, "check_data", None)
         if check is not None:
             check(self.datamodule)
+        # A reused run folder too: the Trainer's logger writes an event file into it before
+        # RunFolderConfig can refuse it. In one process only; under several, rank 0 writes
+        # the folder while the others start, and RunFolderConfig decides for all of them.
+        log_dir = self.trainer.log_dir
+        if self.trainer.world_size == 1 and log_dir:
+            error = reused_run_folder(
+                Path(log_dir),
+                self.save_config_kwargs.get("config_filename", "config.yaml"),
+                testing=self.subcommand == "test",
+                resuming=self._get(self.config, "ckpt_path") is not None,
+            )
+            if error is not None:
+                raise error
 
     def before_fit(self) -> None:
-        self._check_model_against_data()
+        self._refuse_bad_input()
 
     def before_test(self) -> None:
-        self._check_model_against_data()
+        self._refuse_bad_input()
 
     def before_validate(self) -> None:
-        self._check_model_against_data()
+        self._refuse_bad_input()
 
 
 def _destroy_process_group() -> None:

@@ -124,11 +124,12 @@ def trainer_progress(trainer: L.Trainer | None) -> bool:
 
 
 class StepProgress:
-    """Step k of n with elapsed time and ETA (tqdm's meter), one line per step: a log file
-    reads it as a terminal does. Steps found finished (cached) count as done; the rate is
-    taken over the steps that ran, so a resumed benchmark's ETA is not fooled by them."""
+    """Steps done out of ``total`` (``None``: not known), time elapsed and ETA (tqdm's meter),
+    one line per step run: a log file reads it as a terminal does. Steps found finished
+    (cached) count as done but not in the rate, so a resumed benchmark's ETA is not fooled by
+    them."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int | None) -> None:
         self.total = total
         self.done = 0
         self.ran = 0
@@ -137,15 +138,16 @@ class StepProgress:
     def line(self, name: str) -> str:
         elapsed = time.perf_counter() - self.started
         rate = self.ran / elapsed if self.ran and elapsed > 0 else None
+        eta = "" if self.total is None else ", ETA {remaining}"
         meter = tqdm.format_meter(
             self.done,
             self.total,
             elapsed,
             rate=rate,
             unit="step",
-            bar_format="step {n_fmt}/{total_fmt} ({elapsed} elapsed, ETA {remaining})",
+            bar_format="[{n_fmt}/{total_fmt} done, {elapsed} elapsed" + eta + "]",
         )
-        return f"  {meter}: {name}"
+        return f"  {meter} {name}"
 
     def finished(self, ran: bool) -> None:
         self.done += 1
