@@ -16,6 +16,7 @@ from ps_lightning.benchmark import (
     Harness,
     StepFailed,
     aggregate,
+    main,
     markdown,
     point_name,
     point_overrides,
@@ -182,3 +183,75 @@ def test_a_steps_cache_key_does_not_depend_on_where_the_configs_lie(
         str(REPO / "configs" / "digits" / "ps.yaml"),
         str(elsewhere / "digits" / "ps.yaml"),
     ]
+
+
+def _fake_run_step(command: list[str], in_child: bool) -> None:
+    """Stands in for a CLI step: writes what a finished step leaves (a checkpoint, or an
+    evaluation's metrics.json with made-up numbers for every listed checkpoint)."""
+    save_dir = Path(command[command.index("--trainer.logger.init_args.save_dir") + 1])
+    run_dir = save_dir / "digits" / command[command.index("--run") + 1]
+    if command[0] == "fit":
+        (run_dir / "checkpoints").mkdir(parents=True)
+        (run_dir / "checkpoints" / "model.ckpt").write_bytes(b"")
+        return
+    listing = command[command.index("--model.init_args.checkpoints") + 1]
+    names = [item.split(":")[0] for item in listing.strip("{}").split(", ")]
+    row = {
+        "metrics": dict.fromkeys(METRICS, 0.5),
+        "gap_to_retrain": {"avg_gap": 0.1, "avg_gap_without_mia": 0.2},
+        "timing": {},
+    }
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.json").write_text(
+        json.dumps({"models": dict.fromkeys(names, row), "retrain": "retrain"})
+    )
+
+
+@pytest.fixture
+def fake_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Harness steps that write their results instantly; the committed tables' folder is
+    a temporary one, so that nothing here can replace them."""
+    monkeypatch.setattr("ps_lightning.benchmark.run_step", _fake_run_step)
+    committed = tmp_path / "repository" / "benchmarks" / "results"
+    committed.parent.mkdir(parents=True)
+    monkeypatch.setattr("ps_lightning.benchmark.REPOSITORY_RESULTS", committed)
+    return committed
+
+
+BENCH = ["--dataset", "digits", "--seeds", "0", "--methods", "naive_ps", "ps"]
+
+
+def test_the_harness_writes_its_tables_under_its_runs_dir_unless_told_to_update(
+    tmp_path: Path, fake_steps: Path
+) -> None:
+    runs = tmp_path / "runs"
+    main([*BENCH, "--scenarios", "subclass", "--runs-dir", str(runs)])
+    assert sorted(p.name for p in (runs / "results").iterdir()) == [
+        "digits-subclass.json",
+        "digits-subclass.md",
+    ]
+    assert not fake_steps.exists()
+    main([*BENCH, "--scenarios", "subclass", "--runs-dir", str(runs), "--update-results"])
+    assert sorted(p.name for p in fake_steps.iterdir()) == [
+        "digits-subclass.json",
+        "digits-subclass.md",
+    ]
+    with pytest.raises(SystemExit):
+        main([*BENCH, "--runs-dir", str(runs), "--update-results", "--out", str(tmp_path)])
+
+
+def test_each_step_run_says_which_of_all_planned_steps_it_is(
+    tmp_path: Path, fake_steps: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runs = ["--runs-dir", str(tmp_path / "runs")]
+    main([*BENCH, "--scenarios", "subclass", "random", *runs])
+    lines = [line for line in capsys.readouterr().out.splitlines() if " done, " in line]
+    # 2 scenarios x (original, retrain, 2 methods, evaluation); the second scenario finds the
+    # seed's original model finished and runs no step for it, but counts it as done.
+    assert [line.split("]")[0].split()[0] for line in lines] == [
+        f"[{done}/10" for done in (0, 1, 2, 3, 4, 6, 7, 8, 9)
+    ]
+    assert lines[5].endswith("running s0-random-retrain …")
+    # A resumed benchmark: every step is found finished, none runs.
+    main([*BENCH, "--scenarios", "subclass", "random", *runs])
+    assert [line for line in capsys.readouterr().out.splitlines() if " done, " in line] == []

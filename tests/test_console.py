@@ -26,6 +26,7 @@ from unlearning_fixtures import (
 
 from ps_lightning import cli
 from ps_lightning.console import (
+    RunProgressBar,
     StepProgress,
     early_stop_text,
     progress,
@@ -259,3 +260,30 @@ def test_step_progress_counts_cached_steps_as_done_but_not_in_the_rate() -> None
     steps.finished(ran=True)
     steps.started -= 60.0  # one step ran in a minute: two remain, about two minutes
     assert steps.line("running c") == "  [2/4 done, 01:00 elapsed, ETA 02:00] running c"
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_progress_bar_drops_lightnings_v_num_and_respects_the_switch(
+    tmp_path: Path, enabled: bool
+) -> None:
+    built = cli.run_step(
+        [
+            "fit",
+            "--config",
+            str(CONFIGS / "original.yaml"),
+            "--trainer.logger.init_args.save_dir",
+            str(tmp_path),
+            "--trainer.enable_progress_bar",
+            str(enabled).lower(),
+        ],
+        run=False,
+    )
+    assert built is not None
+    bar = built.trainer.progress_bar_callback
+    if not enabled:
+        assert bar is None
+        return
+    assert isinstance(bar, RunProgressBar)
+    # Lightning would show the last four characters of the run name "original".
+    assert built.trainer.logger.version == "original"
+    assert bar.get_metrics(built.trainer, built.model) == {}
