@@ -174,6 +174,13 @@ def test_the_summary_reads_request_result_times_and_the_early_stop_from_the_run(
 
 def test_what_the_early_stop_did_is_told_apart() -> None:
     assert early_stop_text({"early_stop_used": False, "stopped_at_epoch": None}) is None
+    naive = {"method": "naive", "epochs": 50, "early_stop": "auto"}
+    assert early_stop_text({"early_stop_used": False, "config": naive}) is None
+    whole_class = {"method": "ps", "epochs": 50, "early_stop": "auto"}
+    assert (
+        early_stop_text({"early_stop_used": False, "config": whole_class})
+        == "off (early_stop: auto, a whole-class request)"
+    )
     kept = early_stop_text(
         {"early_stop_used": True, "ps_kept_start_state": True, "restored_step": 0}
     )
