@@ -169,8 +169,14 @@ def request_text(manifest: dict[str, Any]) -> str:
 def early_stop_text(unlearning: dict[str, Any]) -> str | None:
     """What PS's early stop did, from the result checkpoint's unlearning record; ``None`` for a
     method or run without it."""
+    config = unlearning.get("config") or {}
     if not unlearning.get("early_stop_used"):
-        return None
+        mode = config.get("early_stop")
+        trains = config.get("method") != "naive" and config.get("epochs", 0) > 0
+        if mode is None or not trains:
+            return None  # a method without an early stop, or Naive PS
+        # `auto` is off only for requests that remove whole classes.
+        return f"off (early_stop: {mode}{', a whole-class request' if mode == 'auto' else ''})"
     if unlearning.get("ps_kept_start_state"):
         return (
             "kept the start state: no PS step came closer to the held-out confidence level, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import pickle
 import struct
@@ -14,6 +15,7 @@ import torch
 from PIL import Image
 from torchvision import datasets
 
+from ps_lightning import console
 from ps_lightning.data import sources
 
 # --------------------------------------------------------------------------- digits
@@ -321,3 +323,15 @@ def test_missing_files_without_download(
     assert expected_path in str(info.value)
     assert str(data_dir) in str(info.value)
     assert not data_dir.exists()
+
+
+def test_the_tinyimagenet_decode_shows_its_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _tiny_tree(tmp_path)
+    # As on a terminal (the bar is off when stderr is not one, as under pytest).
+    monkeypatch.setattr(sources, "progress", functools.partial(console.progress, enabled=True))
+    sources.load_tinyimagenet(str(tmp_path), download=False)
+    shown = capsys.readouterr().err
+    assert "decoding TinyImageNet train:   0%|          | 0/6 [00:00<?, ?img/s]" in shown
+    assert "decoding TinyImageNet val:   0%|          | 0/4 [00:00<?, ?img/s]" in shown

@@ -130,7 +130,9 @@ class UnlearningEvaluator(L.LightningModule):
         }
         results: dict[str, Any] = {}
         shown = trainer_progress(self.trainer)
-        for name in progress(self.models, "linear probes", total=len(self.models), enabled=shown):
+        for name in progress(
+            self.models, "attacks and probes", total=len(self.models), enabled=shown
+        ):
             outputs = {s: (logits[name][s], labels[s]) for s in EVAL_SPLITS}
             metrics = split_metrics(outputs, num_classes, target_classes, self.hparams.mia_members)
             # Retain samples alone hold no sample of a wholly forgotten class, so the probe also
