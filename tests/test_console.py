@@ -291,6 +291,6 @@ def test_the_progress_bar_drops_lightnings_v_num_and_respects_the_switch(
         assert bar is None
         return
     assert isinstance(bar, RunProgressBar)
-    # Lightning would show the last four characters of the run name "original".
-    assert built.trainer.logger.version == "original"
+    # Lightning would show the last four characters of the run name: "inal".
+    assert built.trainer.logger.version == "expid0/original"
     assert bar.get_metrics(built.trainer, built.model) == {}
