@@ -22,6 +22,12 @@ import yaml
 from lightning.pytorch.callbacks import Callback, ProgressBar
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
+# jsonargparse resolves a short class name (`--model PSUnlearnModule`, `--model.help LeNet5`)
+# among the subclasses imported so far: import every module class the command offers.
+import ps_lightning.evaluation
+import ps_lightning.models
+import ps_lightning.prototype_surgery.ps_module
+import ps_lightning.unlearning  # noqa: F401
 from ps_lightning.console import RunProgressBar, print_summary, quiet_known_noise
 from ps_lightning.data.datamodule import UnlearningDataModule
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, get_args, runtime_checkable
 
 import lightning as L
 import torch
@@ -26,6 +26,7 @@ from ps_lightning.data.manifest import (
     write_manifest,
 )
 from ps_lightning.data.requests import (
+    RequestKind,
     check_indices,
     draw_forget_indices,
     ids_sha256,
@@ -36,7 +37,8 @@ from ps_lightning.data.requests import (
 from ps_lightning.data.sources import Source
 from ps_lightning.splits import EVAL_SPLITS
 
-TRAIN_ON = ("full", "retain", "forget", "forget+retain", "forget,retain")
+TrainOn = Literal["full", "retain", "forget", "forget+retain", "forget,retain"]
+TRAIN_ON: tuple[str, ...] = get_args(TrainOn)
 # `forget+retain`: the train loader is `{"forget": loader, "retain": loader}`; Lightning combines
 # them (mode max_size_cycle: the shorter one cycles) and each step gets a dict of both batches.
 PAIRED = {"forget+retain": ("forget", "retain")}
@@ -189,13 +191,13 @@ class UnlearningDataModule(L.LightningDataModule):
         self,
         data_dir: str = "data",
         download: bool = False,
-        forget: str = "classes",
+        forget: RequestKind = "classes",
         forget_classes: list[int] | None = None,
         forget_ratio: float = 0.1,
         forget_indices_file: str | None = None,
         seed: int = 209,
         split_manifest: str | None = None,
-        train_on: str = "full",
+        train_on: TrainOn = "full",
         augment: bool = True,
         batch_size: int = 256,
         eval_batch_size: int = 1024,

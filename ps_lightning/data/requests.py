@@ -9,10 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Literal, get_args
 
 import torch
 
-REQUEST_KINDS = ("classes", "random", "indices")
+RequestKind = Literal["classes", "random", "indices"]
+REQUEST_KINDS: tuple[str, ...] = get_args(RequestKind)
 
 
 def validate_request(

@@ -30,6 +30,9 @@ from ps_lightning.splits import EVAL_SPLITS
 from ps_lightning.timing import RunTimer
 
 CHECKPOINT_FORMAT = 1
+# How Lightning rebuilds a module that LightningCLI built: the class path and the instantiator
+# it records among the hyperparameters (`LightningModule.load_from_checkpoint` reads them).
+LIGHTNING_INSTANTIATOR = "lightning.pytorch.cli.instantiate_module"
 # The one checkpoint later steps read: written once, atomically, when fit has finished.
 FINAL_CHECKPOINT = "model.ckpt"
 # The resumable snapshot of an unfinished run, rewritten after every epoch (`--ckpt_path last`).
@@ -131,7 +134,52 @@ class ImageClassifier(L.LightningModule):
         self.log_dict({f"test_class/{c}": acc for c, acc in enumerate(per_class)})
         self.class_accuracy.reset()
 
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: str | os.PathLike,
+        map_location: Any = None,
+        hparams_file: str | os.PathLike | None = None,
+        strict: bool | None = None,
+        weights_only: bool | None = True,
+        **kwargs: Any,
+    ) -> ImageClassifier:
+        """Lightning's own call for every ps-lightning classifier checkpoint: original,
+        retrained or unlearned. On this base class it builds the architecture the checkpoint
+        names (`ImageClassifier.load_from_checkpoint(path)` gives a `LeNet5` for a LeNet5); on
+        an architecture it refuses another one's checkpoint. Loads with ``weights_only=True``
+        unless told otherwise; the other arguments are Lightning's."""
+        checkpoint = safe_torch_load(checkpoint_path)
+        record = checkpoint.get("ps_lightning") if isinstance(checkpoint, dict) else None
+        name = record.get("architecture") if isinstance(record, dict) else None
+        architecture = ARCHITECTURES.get(name) if isinstance(name, str) else None
+        if architecture is None:
+            raise ValueError(
+                f"'{checkpoint_path}' is not a ps-lightning classifier checkpoint (it names no "
+                f"known architecture; known: {sorted(ARCHITECTURES)})."
+            )
+        if not issubclass(architecture, cls):
+            raise ValueError(
+                f"'{checkpoint_path}' holds a {name}, not a {cls.__name__}: load it with "
+                f"{name}.load_from_checkpoint or ImageClassifier.load_from_checkpoint."
+            )
+        load = L.LightningModule.load_from_checkpoint.__func__  # Lightning's, for `architecture`
+        return load(
+            architecture,
+            checkpoint_path,
+            map_location=map_location,
+            hparams_file=hparams_file,
+            strict=strict,
+            weights_only=weights_only,
+            **kwargs,
+        )
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # `LightningModule.load_from_checkpoint` rebuilds this class also when no LightningCLI
+        # built it (Lightning records the class path only then).
+        checkpoint["hyper_parameters"] = lightning_hyperparameters(
+            self, checkpoint.get("hyper_parameters", {})
+        )
         # What `load_classifier` needs to rebuild this model without importing any name the
         # file itself chooses: the registry name, plain init arguments, and the data it saw.
         datamodule = self.trainer.datamodule if self._trainer is not None else None
@@ -158,6 +206,18 @@ class ImageClassifier(L.LightningModule):
             self._writing_final = False
         if trainer.is_global_zero:
             os.replace(partial, final)
+
+
+def lightning_hyperparameters(model: ImageClassifier, saved: dict[str, Any]) -> dict[str, Any]:
+    """``saved`` (a checkpoint's ``hyper_parameters``) with the class path and instantiator
+    that `LightningModule.load_from_checkpoint` needs to rebuild ``model``'s class; a class
+    path LightningCLI recorded is kept."""
+    cls = type(model)
+    return {
+        **saved,
+        "_class_path": saved.get("_class_path", f"{cls.__module__}.{cls.__qualname__}"),
+        "_instantiator": LIGHTNING_INSTANTIATOR,
+    }
 
 
 def classifier_record(

@@ -13,7 +13,7 @@ import contextlib
 import functools
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import lightning as L
 import torch
@@ -38,10 +38,18 @@ from ps_lightning.prototype_surgery.soft_labels import (
 )
 from ps_lightning.unlearning.unlearning_module import RESULT_CHECKPOINT, UnlearningModule
 
-SURGERY_METHODS = ("naive", "ps", "naive+ps")
-TRAINABLE = ("bias", "weight", "weight+bias")
-EARLY_STOP = ("off", "on", "auto")
-ANCHOR_TARGETS = ("labels", "outputs")
+# The choices of the options, typed so that `--help` lists them and the CLI refuses others;
+# the tuples check the same choices for callers that build the module in Python.
+SurgeryMethod = Literal["naive", "ps", "naive+ps"]
+Trainable = Literal["bias", "weight", "weight+bias"]
+EarlyStop = Literal["off", "on", "auto"]
+AnchorTarget = Literal["labels", "outputs"]
+LossName = Literal["soft", "paper"]
+OptimizerName = Literal["adam", "sgd"]
+SURGERY_METHODS: tuple[str, ...] = get_args(SurgeryMethod)
+TRAINABLE: tuple[str, ...] = get_args(Trainable)
+EARLY_STOP: tuple[str, ...] = get_args(EarlyStop)
+ANCHOR_TARGETS: tuple[str, ...] = get_args(AnchorTarget)
 LOSSES = {"soft": soft_cross_entropy, "paper": paper_cross_entropy}
 OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 # Intra-op threads for head-sized work (the PS epochs on cached features, the d×d surgery
@@ -137,20 +145,20 @@ class PSUnlearnModule(UnlearningModule):
     def __init__(
         self,
         original_ckpt: str,
-        method: str = "ps",
+        method: SurgeryMethod = "ps",
         epochs: int = 50,
         lr: float = 0.01,
         weight_decay: float = 1e-4,
-        optimizer: str = "adam",
+        optimizer: OptimizerName = "adam",
         top_k: int = 2,
-        trainable: str = "bias",
+        trainable: Trainable = "bias",
         retain_anchor: float = 0.0,
         anchor_size: int = 512,
-        anchor_target: str = "labels",
-        early_stop: str = "off",
-        rcond: float | str = "auto",
+        anchor_target: AnchorTarget = "labels",
+        early_stop: EarlyStop = "off",
+        rcond: float | Literal["auto"] = "auto",
         surgery_bias: bool = False,
-        loss: str = "soft",
+        loss: LossName = "soft",
         use_index: bool = True,
         cumulative: bool = False,
         num_classes: int | None = None,

@@ -24,6 +24,7 @@ from ps_lightning.files import atomic_torch_save
 from ps_lightning.models.classifier import (
     ImageClassifier,
     classifier_record,
+    lightning_hyperparameters,
     load_classifier,
     non_finite_tensors,
 )
@@ -142,7 +143,9 @@ class UnlearningModule(L.LightningModule):
         record["unlearning"] = self.unlearning_record()
         return {
             "state_dict": self.model.state_dict(),
-            "hyper_parameters": dict(self.original_record.init_args),
+            "hyper_parameters": lightning_hyperparameters(
+                self.model, dict(self.original_record.init_args)
+            ),
             "ps_lightning": record,
             "pytorch-lightning_version": L.__version__,
         }

@@ -20,7 +20,7 @@ forget and one retain batch joined per step, the shorter set cycling) and ``labe
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -69,7 +69,11 @@ class RandomLabel(ImageUnlearningModule):
     """
 
     def __init__(
-        self, original_ckpt: str, passes: str = "sequential", labels: str = "any", **kwargs: Any
+        self,
+        original_ckpt: str,
+        passes: Literal["sequential", "joint"] = "sequential",
+        labels: Literal["any", "wrong"] = "any",
+        **kwargs: Any,
     ) -> None:
         if passes not in PASSES or labels not in LABELS:
             raise ValueError(

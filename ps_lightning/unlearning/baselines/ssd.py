@@ -14,7 +14,7 @@ of batch size 128).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -55,7 +55,7 @@ class SSD(UnlearningModule):
         original_ckpt: str,
         alpha: float = 10.0,
         lam: float = 1.0,
-        reference: str = "full",
+        reference: Literal["full", "retain"] = "full",
         importance_batch_size: int = 128,
         num_classes: int | None = None,
         in_channels: int | None = None,
