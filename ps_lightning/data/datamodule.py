@@ -6,8 +6,9 @@ for training, augmented) on the device after transfer, so no per-sample Python t
 
 from __future__ import annotations
 
+import copy
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, get_args, runtime_checkable
 
@@ -29,7 +30,7 @@ from ps_lightning.data.requests import (
     RequestKind,
     check_indices,
     draw_forget_indices,
-    ids_sha256,
+    indices_request,
     read_indices_file,
     split_test_set,
     validate_request,
@@ -215,7 +216,7 @@ class UnlearningDataModule(L.LightningDataModule):
             raise ValueError("batch_size and eval_batch_size must be positive.")
         self.save_hyperparameters()
         self.forget_classes = forget_classes
-        self.request = self._request_record(
+        self.request = self.request_record(
             forget, forget_classes, forget_ratio, seed, forget_indices_file
         )
         self._source: Source | None = None
@@ -239,13 +240,12 @@ class UnlearningDataModule(L.LightningDataModule):
 
     # ---------------------------------------------------------------- the split
     @staticmethod
-    def _request_record(
+    def request_record(
         kind: str, classes: list[int], ratio: float, seed: int, indices_file: str | None
     ) -> dict[str, Any]:
         if kind == "indices":
             # Identified by content: an edited file is another request, a moved one is not.
-            ids = read_indices_file(str(indices_file))
-            return {"kind": kind, "count": len(ids), "ids_sha256": ids_sha256(ids)}
+            return indices_request(read_indices_file(str(indices_file)))
         record: dict[str, Any] = {"kind": kind, "ratio": float(ratio), "seed": int(seed)}
         if kind == "classes":
             record["classes"] = sorted(int(c) for c in classes)
@@ -302,6 +302,11 @@ class UnlearningDataModule(L.LightningDataModule):
                 forget,
                 calibration,
             )
+        self._use_manifest(manifest)
+
+    def _use_manifest(self, manifest: dict[str, Any]) -> None:
+        source = self._source
+        assert source is not None
         self.manifest = manifest
         num_train = len(source.train_labels)
         is_forget = torch.zeros(num_train, dtype=torch.bool)
@@ -342,6 +347,26 @@ class UnlearningDataModule(L.LightningDataModule):
                     "--ckpt_path last."
                 )
 
+    def with_forget_set(
+        self, forget_indices: Sequence[int], request: dict[str, Any]
+    ) -> UnlearningDataModule:
+        """A copy of this datamodule that forgets ``forget_indices`` instead, sharing its loaded
+        data and its calibration half of the test set; ``request`` is what its split manifest
+        records. The Python API's requests name their samples in memory, not in a file."""
+        self._load()
+        assert self.manifest is not None and self._source is not None
+        ids = sorted(int(i) for i in forget_indices)
+        num_train = len(self._source.train_labels)
+        check_indices(ids, num_train, "the forget request")
+        if not 0 < len(ids) < num_train:
+            raise ValueError(
+                f"the forget request names {len(ids)} of {num_train} training samples: a split "
+                "needs a non-empty forget set and a non-empty retain set."
+            )
+        request_data = copy.copy(self)
+        request_data._use_manifest(with_forget_indices(self.manifest, ids, request))
+        return request_data
+
     def record_cumulative_removal(self, removed_indices: list[int]) -> None:
         """This run's result removes ``removed_indices`` (every cumulative request so far): its
         manifest, in split.json and in the result checkpoint, lists them all."""
@@ -369,14 +394,18 @@ class UnlearningDataModule(L.LightningDataModule):
         if split in ("train", "full"):
             # The tensors themselves: indexing with all N rows would copy the whole set.
             return TensorSamples(source.train_images, source.train_labels)
-        rows = {
-            "forget": self.forget_indices,
-            "retain": self.retain_indices,
-            "retain_val": self._retain_val_indices(),
-        }.get(split)
+        rows = self.train_indices(split)
+        return TensorSamples(source.train_images[rows], source.train_labels[rows])
+
+    def train_indices(self, split: str) -> torch.Tensor:
+        """The training-set rows of a split cut from it: forget, retain, retain_val."""
+        self._load()
+        if split == "retain_val":
+            return self._retain_val_indices()
+        rows = {"forget": self.forget_indices, "retain": self.retain_indices}.get(split)
         if rows is None:
             raise KeyError(f"unknown split {split!r}")
-        return TensorSamples(source.train_images[rows], source.train_labels[rows])
+        return rows
 
     def train_subset(self, indices: torch.Tensor) -> TensorSamples:
         """Training samples by index (e.g. the not yet removed part of a cumulative request)."""

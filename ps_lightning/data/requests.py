@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import torch
 
@@ -55,6 +55,11 @@ def validate_request(
 def ids_sha256(ids: list[int]) -> str:
     """A request's identity: the hash of its sorted sample ids, whatever file holds them."""
     return hashlib.sha256(json.dumps(sorted(ids)).encode()).hexdigest()
+
+
+def indices_request(ids: list[int]) -> dict[str, Any]:
+    """The record of a request that names its samples: their count and the hash of their ids."""
+    return {"kind": "indices", "count": len(ids), "ids_sha256": ids_sha256(ids)}
 
 
 def read_indices_file(path: str) -> list[int]:

@@ -238,7 +238,7 @@ class PSUnlearnModule(UnlearningModule):
 
     def on_fit_start(self) -> None:
         dm = self.datamodule
-        forget = self.extract(dm.eval_dataloader("forget"))
+        forget = self.split_features("forget")
         self.cache["forget"] = forget
         if self.hparams.method in ("naive", "naive+ps"):
             self._naive_surgery(forget["features"])
@@ -246,7 +246,7 @@ class PSUnlearnModule(UnlearningModule):
             return
         targets = soft_labels(forget["logits"], forget["labels"], self.hparams.top_k)
         self.cache["forget"]["targets"] = targets
-        retain = self.extract(dm.eval_dataloader("retain_val"))
+        retain = self.split_features("retain_val")
         order = torch.randperm(len(retain["labels"]), generator=torch.Generator().manual_seed(0))
         anchor = {k: v[order[: self.hparams.anchor_size]] for k, v in retain.items()}
         # The original model's outputs: with naive+ps the head has already been operated on.
@@ -255,7 +255,7 @@ class PSUnlearnModule(UnlearningModule):
         self.cache["anchor"] = anchor
         self.cache["retain"] = retain
         if self.uses_early_stop:
-            self.cache["calibration"] = self.extract(dm.eval_dataloader("calibration"))
+            self.cache["calibration"] = self.split_features("calibration")
             calibration = self.cache["calibration"]
             self.stopper = ClosestToHeldoutLevel(
                 heldout_confidence(
@@ -282,7 +282,7 @@ class PSUnlearnModule(UnlearningModule):
         summed over processes, and the dtype the features came in."""
         total = self._zero_gram()
         feature_dtype = torch.float32
-        for features, _ in self.iter_features(self.datamodule.eval_dataloader("train")):
+        for features, _ in self.train_feature_batches():
             accumulate_gram(total, with_constant(features))
             feature_dtype = features.dtype
         return self.trainer.strategy.reduce(total, reduce_op="sum"), feature_dtype
@@ -368,8 +368,7 @@ class PSUnlearnModule(UnlearningModule):
     def _gram_of(self, indices: torch.Tensor) -> torch.Tensor:
         if len(indices) == 0:
             return self._zero_gram()
-        rows = self.extract(self.datamodule.eval_dataloader(self.datamodule.train_subset(indices)))
-        return augmented_gram(rows["features"])
+        return augmented_gram(self.train_features(indices)["features"])
 
     # ------------------------------------------------------------------ PS epochs
     def _head_logits(self, features: torch.Tensor) -> torch.Tensor:

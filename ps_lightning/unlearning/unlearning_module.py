@@ -9,7 +9,7 @@ as a new checkpoint in the same format as the original, so that evaluation, late
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,38 @@ from ps_lightning.models.record import ClassifierRecord
 from ps_lightning.timing import RunTimer
 
 RESULT_CHECKPOINT = Path("checkpoints") / "model.ckpt"
+# The splits that do not depend on the forget request; the others are rows of "train".
+REQUEST_FREE_SPLITS = ("train", "test", "calibration")
+
+
+class FeatureStore:
+    """The frozen backbone's features and labels of one original model on one dataset, kept
+    across the requests that one process makes against it (the Python API's `Unlearner`): a
+    request then cuts its splits from them and passes no image through the backbone again.
+
+    ``train``, ``test`` and ``calibration`` are extracted on first use, in the batches a run
+    without the store uses (so the Gram matrix streamed from them is the same); ``forget``,
+    ``retain`` and ``retain_val`` are rows of ``train``.
+    """
+
+    def __init__(self) -> None:
+        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def features(
+        self,
+        split: str,
+        datamodule: UnlearningDataModule,
+        extract: Callable[[str], tuple[torch.Tensor, torch.Tensor]],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(features, labels)`` of a named split of ``datamodule``; ``extract`` passes a
+        request-free split through the backbone."""
+        if split not in REQUEST_FREE_SPLITS:
+            features, labels = self.features("train", datamodule, extract)
+            rows = datamodule.train_indices(split).to(features.device)
+            return features[rows], labels[rows]
+        if split not in self.splits:
+            self.splits[split] = extract(split)
+        return self.splits[split]
 
 
 class UnlearningModule(L.LightningModule):
@@ -41,7 +73,12 @@ class UnlearningModule(L.LightningModule):
         original_ckpt: checkpoint of the original model (trained with ``train_on: full``).
         num_classes: set from the data by the CLI; must match the checkpoint.
         in_channels: set from the data by the CLI; must match the checkpoint.
+
+    ``feature_store``, when set (by the Python API), serves the feature passes of methods that
+    keep the backbone frozen (`split_features`, `train_features`, `train_feature_batches`).
     """
+
+    feature_store: FeatureStore | None = None
 
     def __init__(
         self, original_ckpt: str, num_classes: int | None = None, in_channels: int | None = None
@@ -121,10 +158,47 @@ class UnlearningModule(L.LightningModule):
             else torch.empty(0, self.model.net.feature_dim, device=self.device)
         )
         labs = torch.cat(labels) if labels else torch.empty(0, dtype=torch.long, device=self.device)
-        feats, labs = gather_rows(self, feats), gather_rows(self, labs)
+        return self.head_outputs(gather_rows(self, feats), gather_rows(self, labs))
+
+    def head_outputs(self, features: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Features, labels and the logits of the current head on them."""
         head = self.model.prototypes
-        logits = feats @ head.weight.float().T + head.bias.float()
-        return {"features": feats, "labels": labs, "logits": logits}
+        logits = features @ head.weight.float().T + head.bias.float()
+        return {"features": features, "labels": labels, "logits": logits}
+
+    def _extract_split(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = self.extract(self.datamodule.eval_dataloader(split))
+        return rows["features"], rows["labels"]
+
+    def _stored(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self.feature_store is not None
+        return self.feature_store.features(split, self.datamodule, self._extract_split)
+
+    def split_features(self, split: str) -> dict[str, torch.Tensor]:
+        """`extract` of a named split of the datamodule, cut from the feature store if set."""
+        if self.feature_store is None:
+            return self.extract(self.datamodule.eval_dataloader(split))
+        return self.head_outputs(*self._stored(split))
+
+    def train_features(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        """`extract` of training samples by index, cut from the feature store if set."""
+        if self.feature_store is None:
+            return self.extract(
+                self.datamodule.eval_dataloader(self.datamodule.train_subset(indices))
+            )
+        features, labels = self._stored("train")
+        rows = indices.to(features.device)
+        return self.head_outputs(features[rows], labels[rows])
+
+    def train_feature_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """`iter_features` over the whole training set, in the eval loader's batches; from the
+        feature store if set."""
+        if self.feature_store is None:
+            yield from self.iter_features(self.datamodule.eval_dataloader("train"))
+            return
+        features, labels = self._stored("train")
+        batch_size = self.datamodule.hparams.eval_batch_size
+        yield from zip(features.split(batch_size), labels.split(batch_size), strict=True)
 
     # ------------------------------------------------------------------ the result
     def unlearning_record(self) -> dict[str, Any]:

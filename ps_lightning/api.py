@@ -1,0 +1,203 @@
+"""The Python API: forget samples of an original model from a notebook, in about three lines.
+
+    unlearner = Unlearner.from_checkpoint("runs/digits/original/checkpoints/model.ckpt",
+                                          data=DigitsDataModule())
+    result = unlearner.forget([3, 17, 42], method="naive")
+    result.model, result.metrics
+
+Each request runs `PSUnlearnModule` (Naive PS, PS or both) through a Lightning Trainer, exactly
+as `ps-lightning fit --config configs/<dataset>/ps.yaml` does, and its metrics are the
+evaluation's (`ps_lightning.evaluation.metrics.split_metrics`). The `Unlearner` keeps the frozen
+backbone's features of the training and test sets (`FeatureStore`), and Naive PS's surgery index
+lives in the ledger beside the checkpoint, so the requests after the first pass no image
+through the backbone.
+"""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from ps_lightning.data.datamodule import UnlearningDataModule
+from ps_lightning.data.requests import draw_forget_indices, indices_request, validate_request
+from ps_lightning.evaluation.metrics import MemberPick, split_metrics
+from ps_lightning.models.classifier import ImageClassifier
+from ps_lightning.prototype_surgery.ps_module import PSUnlearnModule, SurgeryMethod
+from ps_lightning.splits import EVAL_SPLITS
+from ps_lightning.unlearning.unlearning_module import RESULT_CHECKPOINT, FeatureStore
+
+
+@dataclass
+class ForgetResult:
+    """One request's outcome.
+
+    ``model``: the unlearned classifier (eval mode, on the request's device); ``forget_indices``:
+    the training samples it removed (with ``cumulative``: every cumulative request's); ``seconds``:
+    the request's wall time; ``record``: what the method did, as its checkpoint records it (index
+    built or reused, early stop, surgery rank, ...); ``checkpoint``: where the result was saved,
+    ``None`` unless ``save_to`` was given. ``metrics`` are computed on first access.
+    """
+
+    model: ImageClassifier
+    forget_indices: list[int]
+    seconds: float
+    record: dict[str, Any]
+    checkpoint: Path | None
+    _module: PSUnlearnModule = field(repr=False)
+    _member_pick: MemberPick = field(repr=False)
+
+    @functools.cached_property
+    def metrics(self) -> dict[str, float | list[float]]:
+        """The evaluation's metrics of the new model (`split_metrics`: forget, retain and test
+        accuracy, per-class and target-class test accuracy, both membership attacks), from
+        the kept features: the backbone is frozen, so the new head on them is the new model."""
+        module = self._module
+        outputs = {}
+        with torch.no_grad():
+            for split in EVAL_SPLITS:
+                rows = module.split_features(split)
+                outputs[split] = (rows["logits"].cpu(), rows["labels"].cpu())
+        target_classes = sorted(set(outputs["forget"][1].tolist()))
+        return split_metrics(
+            outputs, module.datamodule.num_classes, target_classes, self._member_pick
+        )
+
+
+class Unlearner:
+    """Forget requests against one original model on one dataset.
+
+    Build it with `from_checkpoint`; every `forget` call is an independent request against the
+    original model unless ``cumulative=True`` is passed (as in the CLI).
+    """
+
+    def __init__(
+        self,
+        checkpoint: str | Path,
+        data: UnlearningDataModule,
+        accelerator: str = "cpu",
+        member_pick: MemberPick = "random",
+    ) -> None:
+        self.checkpoint = str(checkpoint)
+        self.data = data
+        self.accelerator = accelerator
+        self.member_pick = member_pick
+        self.feature_store = FeatureStore()
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        checkpoint: str | Path,
+        data: UnlearningDataModule,
+        accelerator: str = "cpu",
+        member_pick: MemberPick = "random",
+    ) -> Unlearner:
+        """An unlearner for the original model in ``checkpoint`` (read, never written; the
+        surgery index is cached beside it, as by the CLI), trained on ``data``'s training set.
+
+        ``data``: the datamodule of that dataset (its request settings are not used: each
+        `forget` call names its own); ``accelerator``: the Trainer's (``cpu``, ``gpu``,
+        ``auto``); ``member_pick``: the membership attacks' members (`split_metrics`).
+        Refuses a checkpoint not trained on ``data``'s full training set.
+        """
+        unlearner = cls(checkpoint, data, accelerator, member_pick)
+        PSUnlearnModule(
+            unlearner.checkpoint, num_classes=data.num_classes, in_channels=data.in_channels
+        ).check_data(data)
+        return unlearner
+
+    def forget(
+        self,
+        ids: Sequence[int] | None = None,
+        *,
+        classes: Sequence[int] | None = None,
+        ratio: float | None = None,
+        seed: int | None = None,
+        method: SurgeryMethod = "ps",
+        save_to: str | Path | None = None,
+        **options: Any,
+    ) -> ForgetResult:
+        """Remove training samples from the original model.
+
+        Name them by ``ids`` (training-set indices), or draw a request as the datamodule does:
+        ``ratio`` of each of ``classes`` (1.0: whole classes) or, without ``classes``, ``ratio``
+        of the whole training set, drawn with ``seed`` (default: the datamodule's).
+        ``method``: ``naive``, ``ps`` or ``naive+ps``; ``options``: any other
+        `PSUnlearnModule` argument (``epochs``, ``lr``, ``early_stop``, ``cumulative``, ...).
+        ``save_to``: a run folder to save the result in as the CLI does
+        (``checkpoints/model.ckpt``, ``split.json``, ``timing.json``); by default nothing is
+        kept on disk but the surgery index beside the original checkpoint.
+        """
+        request_data = self._request_data(ids, classes, ratio, seed)
+        module = PSUnlearnModule(
+            self.checkpoint,
+            method=method,
+            num_classes=request_data.num_classes,
+            in_channels=request_data.in_channels,
+            **options,
+        )
+        module.check_data(request_data)
+        module.feature_store = self.feature_store
+        with tempfile.TemporaryDirectory(prefix="ps-lightning-") as scratch:
+            run_dir = Path(save_to) if save_to is not None else Path(scratch)
+            trainer = L.Trainer(
+                accelerator=self.accelerator,
+                devices=1,
+                max_epochs=module.training_epochs,
+                limit_val_batches=0,  # PS has no validation step
+                logger=False,
+                enable_checkpointing=False,
+                enable_progress_bar=False,
+                enable_model_summary=False,
+                default_root_dir=run_dir,
+            )
+            started = time.perf_counter()
+            trainer.fit(module, datamodule=request_data)
+            seconds = time.perf_counter() - started
+        model = module.model.requires_grad_(True).eval()
+        return ForgetResult(
+            model=model,
+            forget_indices=list(request_data.manifest["forget_indices"]),
+            seconds=seconds,
+            record=module.unlearning_record(),
+            checkpoint=run_dir / RESULT_CHECKPOINT if save_to is not None else None,
+            _module=module,
+            _member_pick=self.member_pick,
+        )
+
+    def _request_data(
+        self,
+        ids: Sequence[int] | None,
+        classes: Sequence[int] | None,
+        ratio: float | None,
+        seed: int | None,
+    ) -> UnlearningDataModule:
+        """The datamodule of one request: ``ids``, or ``ratio`` of ``classes`` / of all."""
+        data = self.data
+        if ids is not None:
+            if classes is not None or ratio is not None or seed is not None:
+                raise ValueError(
+                    "forget either ids, or a request drawn by classes/ratio/seed; not both."
+                )
+            chosen = sorted(int(i) for i in ids)
+            return data.with_forget_set(chosen, indices_request(chosen))
+        if ratio is None:
+            raise ValueError(
+                "name the samples to forget: ids=[...], or ratio=... (of classes=[...], or of "
+                "the whole training set without classes)."
+            )
+        kind = "random" if classes is None else "classes"
+        class_list = [int(c) for c in classes or []]
+        seed = int(data.hparams.seed if seed is None else seed)
+        validate_request(kind, class_list, ratio, data.num_classes, None)
+        labels = data.samples("train").tensors[1]
+        forget = draw_forget_indices(labels, kind, class_list, ratio, seed)
+        request = data.request_record(kind, class_list, ratio, seed, None)
+        return data.with_forget_set(forget.tolist(), request)

@@ -1,0 +1,153 @@
+"""The Python API (`ps_lightning.api`): the README's example, agreement with the CLI, the kept
+features and index, the metrics, and bad input."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO_ROOT
+from unlearning_fixtures import Original, fc_weight, naive_reference, original
+
+from ps_lightning import ForgetResult, Unlearner
+from ps_lightning.data import DigitsDataModule
+from ps_lightning.evaluation.metrics import split_metrics
+from ps_lightning.models import LeNet5
+from ps_lightning.splits import EVAL_SPLITS
+from ps_lightning.unlearning.unlearning_module import UnlearningModule
+
+__all__ = ["naive_reference", "original"]  # fixtures used below
+
+
+def readme_python_api_example() -> str:
+    """The first Python code block of the README's "Python API" section."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme.split("\n## Python API\n", 1)[1].split("\n## ", 1)[0]
+    match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    assert match is not None, "the README's Python API section has no python code block"
+    return match.group(1)
+
+
+@pytest.fixture
+def unlearner(original: Original, tmp_path: Path) -> Unlearner:
+    """An unlearner on a private copy of the session's original model (its own index)."""
+    return Unlearner.from_checkpoint(original.copy_to(tmp_path / "original"), DigitsDataModule())
+
+
+def test_the_readme_example_runs_on_a_digits_model(
+    original: Original, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code = readme_python_api_example()
+    paths = re.findall(r"\"([^\"]+\.ckpt)\"", code)
+    assert len(paths) == 1, f"the example names one checkpoint, found {paths}"
+    checkpoint = tmp_path / paths[0]
+    checkpoint.parent.mkdir(parents=True)
+    shutil.copyfile(original.ckpt, checkpoint)
+    monkeypatch.chdir(tmp_path)
+    names: dict[str, object] = {}
+    exec(compile(code, "README.md (Python API)", "exec"), names)
+    result, whole_class = names["result"], names["whole_class"]
+    assert isinstance(result, ForgetResult) and isinstance(whole_class, ForgetResult)
+    assert result.forget_indices == [3, 17, 42]
+    assert result.record["config"]["method"] == "naive"
+    labels = DigitsDataModule().samples("train").tensors[1]
+    assert whole_class.forget_indices == torch.nonzero(labels == 1).flatten().tolist()
+    assert isinstance(names["model"], LeNet5)
+    # Nothing but the surgery index beside the checkpoint is written.
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert all(p == paths[0] or p.startswith(paths[0] + ".surgery-") for p in written), written
+
+
+def test_naive_ps_gives_the_prototypes_of_the_cli_run(
+    unlearner: Unlearner, original: Original, naive_reference: Path
+) -> None:
+    manifest = json.loads(original.manifest.read_text())
+    result = unlearner.forget(classes=[1], ratio=0.1, method="naive")
+    assert result.forget_indices == manifest["forget_indices"]
+    torch.testing.assert_close(
+        result.model.prototypes.weight.detach(), fc_weight(naive_reference), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_a_second_request_passes_no_image_through_the_backbone_and_reuses_the_index(
+    unlearner: Unlearner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = unlearner.forget([0, 1, 2], method="naive")
+    assert first.record["index_built"] is True
+    unlearner.forget([0, 1, 2], method="ps", epochs=1, early_stop="on")  # calibration half
+    passes: list[int] = []
+    feature_pass = UnlearningModule.iter_features
+
+    def counted(self, loader):  # type: ignore[no-untyped-def]
+        passes.append(len(loader.dataset))
+        yield from feature_pass(self, loader)
+
+    monkeypatch.setattr(UnlearningModule, "iter_features", counted)
+    second = unlearner.forget([5, 6, 7, 8], method="naive")
+    ps = unlearner.forget([5, 6, 7, 8], method="ps", epochs=3, early_stop="on")
+    assert second.record["index_built"] is False
+    assert passes == []
+    assert ps.forget_indices == [5, 6, 7, 8]
+
+
+def test_metrics_are_the_evaluations_of_the_new_model_on_the_images(
+    unlearner: Unlearner,
+) -> None:
+    result = unlearner.forget([3, 17, 42, 99], method="ps", epochs=5)
+    data = DigitsDataModule().with_forget_set([3, 17, 42, 99], {"kind": "test"})
+    outputs = {}
+    with torch.no_grad():
+        for split in EVAL_SPLITS:
+            images, labels = data.samples(split).tensors
+            outputs[split] = (result.model(data.model_input(images)), labels)
+    forget_labels = outputs["forget"][1].tolist()
+    expected = split_metrics(outputs, data.num_classes, sorted(set(forget_labels)))
+    assert result.metrics.keys() == expected.keys()
+    for name, value in expected.items():
+        assert result.metrics[name] == pytest.approx(value, abs=1e-6), name
+
+
+def test_save_to_writes_a_run_folder_that_loads_with_lightning(
+    unlearner: Unlearner, tmp_path: Path
+) -> None:
+    result = unlearner.forget([3, 17, 42], method="naive", save_to=tmp_path / "request")
+    assert result.checkpoint == tmp_path / "request" / "checkpoints" / "model.ckpt"
+    manifest = json.loads((tmp_path / "request" / "split.json").read_text())
+    assert manifest["forget_indices"] == [3, 17, 42]
+    loaded = LeNet5.load_from_checkpoint(result.checkpoint)
+    torch.testing.assert_close(loaded.state_dict(), result.model.state_dict())
+    saved = result.checkpoint.read_bytes()
+    with pytest.raises(FileExistsError):
+        unlearner.forget([4], method="naive", save_to=tmp_path / "request")
+    assert result.checkpoint.read_bytes() == saved
+
+
+@pytest.mark.parametrize(
+    ("request_args", "message"),
+    [
+        ({"ids": [3], "ratio": 0.1}, "not both"),
+        ({}, "name the samples to forget"),
+        ({"ids": [3, 100_000]}, "out of range"),
+        ({"ids": [3, 3]}, "more than once"),
+        ({"ids": []}, "non-empty forget set"),
+        ({"classes": [12], "ratio": 0.1}, "unknown classes"),
+        ({"ratio": 1.5}, "outside"),
+    ],
+)
+def test_bad_requests_are_refused_with_the_reason(
+    unlearner: Unlearner, request_args: dict, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        unlearner.forget(**request_args, method="naive")
+
+
+def test_a_checkpoint_of_other_data_is_refused(original: Original) -> None:
+    class OtherDigits(DigitsDataModule):
+        mean = (0.5,)  # another input normalisation: another training-set fingerprint
+
+    with pytest.raises(ValueError, match="not on this data"):
+        Unlearner.from_checkpoint(original.ckpt, OtherDigits())
