@@ -67,8 +67,15 @@ def test_short_class_names_resolve_as_in_lightningcli() -> None:
         (["--data.help", "DigitsDataModule"], "--data.forget_ratio"),
         (["--data.help", "FashionMNISTDataModule"], "--data.forget_ratio"),
         (
-            "--model PSUnlearnModule --model.original_ckpt m.ckpt --data DigitsDataModule "
-            "--print_config".split(),
+            [
+                "--model",
+                "PSUnlearnModule",
+                "--model.original_ckpt",
+                "m.ckpt",
+                "--data",
+                "DigitsDataModule",
+                "--print_config",
+            ],
             "class_path: ps_lightning.prototype_surgery.PSUnlearnModule",
         ),
     ]
