@@ -9,7 +9,6 @@ from typing import Literal
 
 import numpy as np
 import torch
-from sklearn.svm import SVC
 
 # The metrics averaged into "Avg. Gap" to the retrained model (as in the SalUn line of work:
 # forget, retain and test accuracy and MIA-efficacy). The MIA term is the likelihood-ratio
@@ -56,6 +55,10 @@ def svc_attack(scores: np.ndarray, labels: np.ndarray, is_member: np.ndarray) ->
     """The attack of OPTML-Group/Unlearn-Saliency ``Classification/evaluation/SVC_MIA.py``
     (``SVC_fit_predict`` on the "confidence" score): an RBF SVC, C = 3, gamma "auto", on one
     score per sample, without class weighting. It ignores the labels."""
+    # Imported here: scikit-learn costs every `ps-lightning` command ~0.3 s to import, and
+    # only an evaluation uses it.
+    from sklearn.svm import SVC
+
     classifier = SVC(C=3, gamma="auto", kernel="rbf").fit(scores[:, None], is_member)
 
     def predict(target_scores: np.ndarray, target_labels: np.ndarray) -> np.ndarray:

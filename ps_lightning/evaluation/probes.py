@@ -15,8 +15,6 @@ import copy
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 
@@ -27,6 +25,10 @@ def linear_probe_accuracy(
     test_labels: torch.Tensor,
 ) -> float:
     """Accuracy on ``test`` of a multinomial logistic regression fitted on ``train``."""
+    # Imported here, as in `metrics.svc_attack`: only an evaluation pays for scikit-learn.
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
     scaler = StandardScaler().fit(train_features.double().cpu().numpy())
     probe = LogisticRegression(max_iter=500).fit(
         scaler.transform(train_features.double().cpu().numpy()), train_labels.cpu().numpy()
