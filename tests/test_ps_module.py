@@ -153,7 +153,12 @@ def test_result_checkpoint_loads_safely_as_a_classifier(
     original_record = load_checkpoint(original.ckpt)["ps_lightning"]
     assert record["architecture"] == original_record["architecture"] == "LeNet5"
     assert record["init_args"] == original_record["init_args"]
-    assert raw["hyper_parameters"] == original_record["init_args"]
+    # Lightning's own loader reads the class path and instantiator beside them.
+    assert raw["hyper_parameters"] == {
+        **original_record["init_args"],
+        "_class_path": "ps_lightning.models.classifier.LeNet5",
+        "_instantiator": "lightning.pytorch.cli.instantiate_module",
+    }
     assert record["data"]["train_on"] == "unlearned"
     assert (
         record["data"]["split_manifest"]["forget_indices"]
