@@ -471,9 +471,12 @@ def test_manifest_of_another_training_set_is_refused(original: Original, tmp_pat
     assert nothing_written(save_dir)
 
 
-def test_unknown_method_is_refused(original: Original, tmp_path: Path) -> None:
+def test_unknown_method_is_refused(
+    original: Original, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     save_dir = tmp_path / "runs"
-    with pytest.raises(ValueError, match="method='foo'"):
+    # The command's parser refuses it, naming the choices (the option is typed).
+    with pytest.raises(SystemExit):
         unlearn(
             save_dir,
             "foo",
@@ -482,7 +485,11 @@ def test_unknown_method_is_refused(original: Original, tmp_path: Path) -> None:
             "foo",
             manifest=original.manifest,
         )
+    assert "'naive', 'ps', 'naive+ps'" in capsys.readouterr().err
     assert nothing_written(save_dir)
+    # The module itself refuses it too, when built in Python.
+    with pytest.raises(ValueError, match="method='foo'"):
+        PSUnlearnModule(str(original.ckpt), method="foo")  # type: ignore[arg-type]
 
 
 def test_cumulative_requests_without_the_index_are_refused(
