@@ -237,7 +237,6 @@ class PSUnlearnModule(UnlearningModule):
         )
 
     def on_fit_start(self) -> None:
-        dm = self.datamodule
         forget = self.split_features("forget")
         self.cache["forget"] = forget
         if self.hparams.method in ("naive", "naive+ps"):
