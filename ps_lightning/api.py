@@ -55,10 +55,10 @@ class ForgetResult:
     _member_pick: MemberPick = field(repr=False)
 
     @functools.cached_property
-    def metrics(self) -> dict[str, float | list[float]]:
+    def metrics(self) -> dict[str, float | list[float | None]]:
         """The evaluation's metrics of the new model (`split_metrics`: forget, retain and test
-        accuracy, per-class and target-class test accuracy, both membership attacks), from
-        the kept features: the backbone is frozen, so the new head on them is the new model."""
+        accuracy, per class too, target-class test accuracy, both membership attacks), from the
+        kept features: the backbone is frozen, so the new head on them is the new model."""
         module = self._module
         outputs = {}
         with torch.no_grad():
