@@ -26,6 +26,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from ps_lightning.console import quiet_known_noise
 from ps_lightning.data.datamodule import UnlearningDataModule
 from ps_lightning.data.requests import draw_forget_indices, indices_request, validate_request
 from ps_lightning.evaluation.metrics import MemberPick, split_metrics
@@ -135,6 +136,7 @@ class Unlearner:
         (``checkpoints/model.ckpt``, ``split.json``, ``timing.json``); by default nothing is
         kept on disk but the surgery index beside the original checkpoint.
         """
+        quiet_known_noise()  # Lightning's tips and banners, as the CLI filters them
         request_data = self._request_data(ids, classes, ratio, seed)
         module = PSUnlearnModule(
             self.checkpoint,
