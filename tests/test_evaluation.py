@@ -140,21 +140,29 @@ def test_split_metrics_score_the_target_classes_on_the_test_split() -> None:
     assert 0.0 <= metrics["mia_lira"] <= 1.0
 
 
-def test_markdown_table_has_a_row_per_model() -> None:
-    row = {"forget_acc": 1.0, "retain_acc": 1.0, "test_acc": 0.9, "target_class_test_acc": 0.8}
-    summary = {
+def digits_summary(models: dict[str, Any]) -> dict[str, Any]:
+    """An evaluation summary of a digits sub-class request with these model rows."""
+    request = {"kind": "classes"}
+    return {
         "dataset": "digits",
-        "request": {"kind": "classes"},
+        "request": request,
         "num_forget": 15,
         "num_retain": 1422,
-        "models": {
+        "models": models,
+    }
+
+
+def test_markdown_table_has_a_row_per_model() -> None:
+    row = {"forget_acc": 1.0, "retain_acc": 1.0, "test_acc": 0.9, "target_class_test_acc": 0.8}
+    summary = digits_summary(
+        {
             "original": {"metrics": {**row, "mia_lira": 0.0}, "timing": {"fit_seconds": 3}},
             "ps": {
                 "metrics": {**row, "mia_lira": float("nan")},
                 "gap_to_retrain": {"avg_gap": 0.125},
             },
-        },
-    }
+        }
+    )
     table = markdown_table(summary)
     lines = [line for line in table.splitlines() if line.startswith("| ")]
     assert len(lines) == 3  # header + two models
@@ -165,16 +173,12 @@ def test_markdown_table_has_a_row_per_model() -> None:
 def test_markdown_table_notes_a_ps_run_that_kept_its_start() -> None:
     row = {"forget_acc": 1.0, "retain_acc": 1.0, "test_acc": 0.9}
     kept = {"ps_kept_start_state": True, "config": {"method": "naive+ps"}}
-    summary = {
-        "dataset": "digits",
-        "request": {"kind": "classes"},
-        "num_forget": 15,
-        "num_retain": 1422,
-        "models": {
+    summary = digits_summary(
+        {
             "ps": {"metrics": row, "unlearning": {**kept, "ps_kept_start_state": False}},
             "naive_then_ps": {"metrics": row, "unlearning": kept},
-        },
-    }
+        }
+    )
 
     notes = markdown_table(summary).split("\n\n")[-1].strip().splitlines()
 

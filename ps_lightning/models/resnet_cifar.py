@@ -9,10 +9,12 @@ the original code released as "ResNet50".
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ps_lightning.models.resnet_stages import kaiming_init_convs, make_stage
+from ps_lightning.models.resnet_stages import BasicBlock, kaiming_init_convs, make_stage
 
 
 class PadShortcut(nn.Module):
@@ -30,21 +32,11 @@ class PadShortcut(nn.Module):
         return F.pad(x, (0, 0, 0, 0, *self.pad))
 
 
-class BasicBlock(nn.Module):
-    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or in_planes != planes:
-            self.shortcut = PadShortcut(in_planes, planes, stride)
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
+def option_a_shortcut(in_planes: int, planes: int, stride: int) -> nn.Module:
+    """Identity where shapes match, else the parameter-free `PadShortcut`."""
+    if stride == 1 and in_planes == planes:
+        return nn.Identity()
+    return PadShortcut(in_planes, planes, stride)
 
 
 class CifarResNetNet(nn.Module):
@@ -72,7 +64,8 @@ class CifarResNetNet(nn.Module):
         kaiming_init_convs(self)
 
     def _make_stage(self, planes: int, blocks: int, stride: int) -> nn.Sequential:
-        stage, self.in_planes = make_stage(BasicBlock, self.in_planes, planes, blocks, stride)
+        block = partial(BasicBlock, shortcut=option_a_shortcut)
+        stage, self.in_planes = make_stage(block, self.in_planes, planes, blocks, stride)
         return stage
 
     def forward_features(self, x: Tensor) -> Tensor:

@@ -13,10 +13,13 @@ torchvision's: four stages at 64/128/256/512 channels (the last three halve the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ps_lightning.models.resnet_stages import kaiming_init_convs, make_stage
+from ps_lightning.models.resnet_stages import BasicBlock, kaiming_init_convs, make_stage
 
 
 def projection(in_planes: int, out_planes: int, stride: int) -> nn.Module:
@@ -27,23 +30,6 @@ def projection(in_planes: int, out_planes: int, stride: int) -> nn.Module:
         nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False),
         nn.BatchNorm2d(out_planes),
     )
-
-
-class BasicBlock(nn.Module):
-    expansion: int = 1
-
-    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.shortcut = projection(in_planes, planes, stride)
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
 
 
 class Bottleneck(nn.Module):
@@ -69,23 +55,25 @@ class Bottleneck(nn.Module):
 
 
 class ResNetNet(nn.Module):
-    """Stages of ``block`` (``BasicBlock`` or ``Bottleneck``), ``blocks`` per stage."""
+    """Stages of ``block`` (a basic block or ``Bottleneck``, widening its planes by
+    ``expansion``), ``blocks`` per stage."""
 
     def __init__(
         self,
-        block: type[BasicBlock] | type[Bottleneck],
+        block: Callable[[int, int, int], nn.Module],
+        expansion: int,
         blocks: tuple[int, int, int, int],
         num_classes: int,
         in_channels: int = 3,
     ) -> None:
         super().__init__()
-        self.feature_dim = 512 * block.expansion
+        self.feature_dim = 512 * expansion
         self.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         in_planes = 64
         stages = []
         for planes, count, stride in zip((64, 128, 256, 512), blocks, (1, 2, 2, 2), strict=True):
-            stage, in_planes = make_stage(block, in_planes, planes, count, stride, block.expansion)
+            stage, in_planes = make_stage(block, in_planes, planes, count, stride, expansion)
             stages.append(stage)
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -103,8 +91,9 @@ class ResNetNet(nn.Module):
 
 
 def resnet18_net(num_classes: int = 10, in_channels: int = 3) -> ResNetNet:
-    return ResNetNet(BasicBlock, (2, 2, 2, 2), num_classes, in_channels)
+    block = partial(BasicBlock, shortcut=projection)
+    return ResNetNet(block, BasicBlock.expansion, (2, 2, 2, 2), num_classes, in_channels)
 
 
 def resnet50_net(num_classes: int = 100, in_channels: int = 3) -> ResNetNet:
-    return ResNetNet(Bottleneck, (3, 4, 6, 3), num_classes, in_channels)
+    return ResNetNet(Bottleneck, Bottleneck.expansion, (3, 4, 6, 3), num_classes, in_channels)
