@@ -107,7 +107,7 @@ fashion_mnist-data:
 # finished step is not run again (delete its run directory to redo it), an interrupted one is
 # resumed. The retrain step draws the request's split; later steps reuse it.
 chain: $(REQUEST_DIR)/evaluate/table.md
-	@cat $<
+	@echo "The comparison table (printed by its test step): $<"
 
 $(ORIGINAL_CKPT): | $(STAMP)
 	$(PSL) fit --config $(CONFIGS)/original.yaml --run $(ORIGINAL_RUN) $(COMMON) $(REQUEST) $(TRAINING) \
