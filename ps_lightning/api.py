@@ -1,6 +1,6 @@
 """The Python API: forget samples of an original model from a notebook, in about three lines.
 
-    unlearner = Unlearner.from_checkpoint("runs/digits/original/checkpoints/model.ckpt",
+    unlearner = Unlearner.from_checkpoint("runs/digits/expid0/original/checkpoints/model.ckpt",
                                           data=DigitsDataModule())
     result = unlearner.forget([3, 17, 42], method="naive")
     result.model, result.metrics
