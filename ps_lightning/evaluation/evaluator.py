@@ -1,9 +1,10 @@
 """UnlearningEvaluator: `ps-lightning test` on any set of checkpoints, side by side.
 
 One pass over the forget, retain, test and calibration splits runs every listed model on the
-same batches. It writes ``metrics.json`` and a markdown ``table.md`` in its run directory,
-prints the table, and logs the table's numbers, per-class accuracy, figures, the table as text
-and an HParams row per model to TensorBoard (the tags: `ps_lightning.evaluation.tensorboard_log`).
+same batches. It writes ``metrics.json`` and a markdown ``table.md`` in its run directory
+(the run's summary prints the table: `ps_lightning.console.run_summary`), and logs the table's
+numbers, per-class accuracy, figures, the table as text and an HParams row per model to
+TensorBoard (the tags: `ps_lightning.evaluation.tensorboard_log`).
 """
 
 from __future__ import annotations
