@@ -188,7 +188,10 @@ def early_stop_text(unlearning: dict[str, Any]) -> str | None:
         if stopped is not None
         else "ran every epoch without reaching the held-out level"
     )
-    return f"{when}; kept the head of step {unlearning.get('restored_step')}"
+    restored = unlearning.get("restored_step")
+    # No step restored: training ran out and the last head was the closest to the level.
+    kept = "the last epoch's head" if restored is None else f"the head of step {restored}"
+    return f"{when}; kept {kept}"
 
 
 def _seconds(value: float | None) -> str:

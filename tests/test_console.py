@@ -187,6 +187,10 @@ def test_what_the_early_stop_did_is_told_apart() -> None:
     assert kept is not None and kept.startswith("kept the start state")
     ran = early_stop_text({"early_stop_used": True, "stopped_at_epoch": None, "restored_step": 50})
     assert ran == "ran every epoch without reaching the held-out level; kept the head of step 50"
+    last = early_stop_text(
+        {"early_stop_used": True, "stopped_at_epoch": None, "restored_step": None}
+    )
+    assert last == "ran every epoch without reaching the held-out level; kept the last epoch's head"
 
 
 @pytest.fixture(scope="module")
