@@ -185,8 +185,10 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> PSLightningCLI:
         run=run,
     )
     trainer = cli.trainer
-    if run and trainer.is_global_zero and trainer.log_dir:
-        print_summary(cli.subcommand or "", Path(trainer.log_dir), time.perf_counter() - started)
+    # `log_dir` is a broadcast: every process must ask, or rank 0 waits on the others alone.
+    log_dir = trainer.log_dir if run else None
+    if trainer.is_global_zero and log_dir:
+        print_summary(cli.subcommand or "", Path(log_dir), time.perf_counter() - started)
     return cli
 
 

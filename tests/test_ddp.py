@@ -4,12 +4,15 @@ once in the Gram matrix, the same Naive PS prototypes, the same evaluation numbe
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 from unlearning_fixtures import (
+    CONFIGS,
     Original,
     fc_weight,
     naive_reference,
@@ -128,3 +131,42 @@ def test_evaluation_on_two_processes_reports_the_numbers_of_one(evaluations: dic
             assert got[part].keys() == expected[part].keys()
             for metric, value in expected[part].items():
                 assert got[part][metric] == pytest.approx(value, abs=1e-6), (name, metric)
+
+
+def test_a_run_launched_on_two_processes_ends_with_one_summary(
+    original: Original, tmp_path: Path
+) -> None:
+    # `ddp` re-runs the command once per process (the GPU strategy); `ddp_fork` above returns
+    # to one process before the summary, so only this launch shows every rank reaching its end.
+    ckpt = original.copy_to(tmp_path / "original")
+    finished = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ps_lightning.cli",
+            "fit",
+            "--config",
+            str(CONFIGS / "naive_ps.yaml"),
+            "--run",
+            "naive",
+            "--model.init_args.original_ckpt",
+            str(ckpt),
+            "--data.init_args.split_manifest",
+            str(original.manifest),
+            "--trainer.logger.init_args.save_dir",
+            str(tmp_path / "runs"),
+            "--trainer.strategy",
+            "ddp",
+            "--trainer.devices",
+            "2",
+            "--trainer.accelerator",
+            "cpu",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert finished.returncode == 0, finished.stdout[-3000:]
+    assert finished.stdout.count("ps-lightning fit: done in") == 1
