@@ -133,12 +133,15 @@ def test_evaluation_on_two_processes_reports_the_numbers_of_one(evaluations: dic
                 assert got[part][metric] == pytest.approx(value, abs=1e-6), (name, metric)
 
 
-def test_a_run_launched_on_two_processes_ends_with_one_summary(
+def test_a_cumulative_run_launched_on_two_processes_ends_with_one_summary(
     original: Original, tmp_path: Path
 ) -> None:
     # `ddp` re-runs the command once per process (the GPU strategy); `ddp_fork` above returns
-    # to one process before the summary, so only this launch shows every rank reaching its end.
+    # to one process before the run ends, so only this launch shows that every rank reaches the
+    # end: each must ask for the run folder (a broadcast) where rank 0 alone writes there (the
+    # ledger's record and split.json of a cumulative request, the summary).
     ckpt = original.copy_to(tmp_path / "original")
+    run_dir = tmp_path / "runs" / "digits" / "naive"
     finished = subprocess.run(
         [
             sys.executable,
@@ -151,6 +154,8 @@ def test_a_run_launched_on_two_processes_ends_with_one_summary(
             "naive",
             "--model.init_args.original_ckpt",
             str(ckpt),
+            "--model.init_args.cumulative",
+            "true",
             "--data.init_args.split_manifest",
             str(original.manifest),
             "--trainer.logger.init_args.save_dir",
@@ -166,7 +171,9 @@ def test_a_run_launched_on_two_processes_ends_with_one_summary(
         stderr=subprocess.STDOUT,
         text=True,
         cwd=tmp_path,
-        timeout=300,
+        timeout=180,
     )
     assert finished.returncode == 0, finished.stdout[-3000:]
     assert finished.stdout.count("ps-lightning fit: done in") == 1
+    manifest = json.loads((run_dir / "split.json").read_text())
+    assert manifest["request"]["kind"] == "cumulative"

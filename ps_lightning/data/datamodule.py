@@ -374,8 +374,9 @@ class UnlearningDataModule(L.LightningDataModule):
         request = {"kind": "cumulative", "last_request": self.manifest["request"]}
         self.manifest = with_forget_indices(self.manifest, removed_indices, request)
         trainer = self.trainer
-        if trainer is not None and trainer.is_global_zero and trainer.log_dir:
-            write_manifest(Path(trainer.log_dir) / MANIFEST_NAME, self.manifest)
+        log_dir = trainer.log_dir if trainer is not None else None  # a broadcast: every rank asks
+        if trainer is not None and trainer.is_global_zero and log_dir:
+            write_manifest(Path(log_dir) / MANIFEST_NAME, self.manifest)
 
     def state_dict(self) -> dict[str, Any]:
         # Saved in every checkpoint, so a model always says which samples it was trained on.

@@ -301,6 +301,8 @@ class PSUnlearnModule(UnlearningModule):
 
     def _naive_surgery(self, forget_features: torch.Tensor) -> None:
         dm = self.datamodule
+        # A broadcast: every process asks, though rank 0 alone records it in the ledger.
+        result = Path(self.trainer.log_dir or ".") / RESULT_CHECKPOINT
         with self._ledger_transaction() as ledger:
             shared = (ledger.tensors, ledger.removed_indices) if ledger is not None else None
             tensors, removed = self.trainer.strategy.broadcast(shared) or (None, [])
@@ -326,7 +328,6 @@ class PSUnlearnModule(UnlearningModule):
             if ledger is not None and (self.index_built or self.hparams.cumulative):
                 ledger.set_tensors(tensors)
             if ledger is not None and self.hparams.cumulative:
-                result = Path(self.trainer.log_dir or ".") / RESULT_CHECKPOINT
                 ledger.record_request(
                     dm.forget_indices.tolist(), self.hparams.method, str(result.resolve())
                 )
