@@ -17,7 +17,7 @@ from pathlib import Path
 from common import CONFIGS, Clock, header, quiet_lightning, set_threads, step_args
 
 from ps_lightning import Unlearner
-from ps_lightning.cli import cli_main
+from ps_lightning.cli import run_step
 from ps_lightning.data import DigitsDataModule
 
 
@@ -43,7 +43,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         runs = Path(scratch)
         original = runs / "digits" / "original"
-        cli_main(
+        run_step(
             [
                 "fit",
                 *step_args(CONFIGS / "digits" / "original.yaml", "original", runs, original),
