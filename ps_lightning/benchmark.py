@@ -41,7 +41,7 @@ from typing import Any
 
 import yaml
 
-from ps_lightning.cli import StepFailed, run_step
+from ps_lightning.cli import StepFailed, finished_file, run_step
 from ps_lightning.console import StepProgress
 from ps_lightning.files import atomic_write_json, atomic_write_text
 from ps_lightning.models import ARCHITECTURES
@@ -227,7 +227,7 @@ class Harness:
         digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:12]
         command = [subcommand, "--config", str(self.configs / config), *args, *self.extra]
         run_dir = self.runs_dir / self.dataset / f"{run}-{digest}"
-        done = run_dir / ("metrics.json" if subcommand == "test" else "checkpoints/model.ckpt")
+        done = finished_file(run_dir, subcommand)
         if done.is_file():
             self.progress.finished(ran=False)
             return run_dir

@@ -39,6 +39,12 @@ TRAINER_DEFAULTS = {
 }
 
 
+def finished_file(run_dir: Path, subcommand: str) -> Path:
+    """What a finished run of ``subcommand`` leaves in ``run_dir``: an evaluation's
+    ``metrics.json``, a training's result checkpoint (an interrupted run lacks it)."""
+    return run_dir / ("metrics.json" if subcommand == "test" else "checkpoints/model.ckpt")
+
+
 def reused_run_folder(
     run_dir: Path, config_name: str, testing: bool, resuming: bool
 ) -> FileExistsError | None:
@@ -47,8 +53,8 @@ def reused_run_folder(
     finished (whether with the same settings is `RunFolderConfig`'s check)."""
     if not (run_dir / config_name).is_file():
         return None
-    # What a finished run of this subcommand leaves; an evaluation has nothing to resume.
-    finished = run_dir / ("metrics.json" if testing else "checkpoints/model.ckpt")
+    # An evaluation has nothing to resume.
+    finished = finished_file(run_dir, "test" if testing else "fit")
     if resuming and not testing and not finished.exists():
         return None
     if finished.exists():
