@@ -41,10 +41,11 @@ class ForgetResult:
     """One request's outcome.
 
     ``model``: the unlearned classifier (eval mode, on the request's device); ``forget_indices``:
-    the training samples it removed (with ``cumulative``: every cumulative request's); ``seconds``:
-    the request's wall time; ``record``: what the method did, as its checkpoint records it (index
-    built or reused, early stop, surgery rank, ...); ``checkpoint``: where the result was saved,
-    ``None`` unless ``save_to`` was given. ``metrics`` are computed on first access.
+    the training samples it removed (with ``cumulative``: every cumulative request's);
+    ``seconds``: the wall time of the request's Trainer fit (not of drawing its split);
+    ``record``: what the method did, as its checkpoint records it (index built or reused, early
+    stop, surgery rank, ...); ``checkpoint``: where the result was saved, ``None`` unless
+    ``save_to`` was given. ``metrics`` are computed on first access.
     """
 
     model: ImageClassifier
