@@ -8,7 +8,6 @@ import io
 import json
 import logging
 import re
-import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -19,6 +18,7 @@ from unlearning_fixtures import (
     CONFIGS,
     DEFAULT_NUM_FORGET,
     Original,
+    naive_in_child,
     original,  # noqa: F401  (a fixture)
     retrain_ckpt,  # noqa: F401  (a fixture)
     run_cli,
@@ -61,31 +61,7 @@ def naive_child_run(original: Original, tmp_path_factory: pytest.TempPathFactory
     """A digits Naive PS run through the real command in a child process, its progress bar on
     (as by default), stdout and stderr captured together."""
     folder = tmp_path_factory.mktemp("naive-child")
-    ckpt = original.copy_to(folder / "original")
-    finished = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ps_lightning.cli",
-            "fit",
-            "--config",
-            str(CONFIGS / "naive_ps.yaml"),
-            "--run",
-            "naive",
-            "--model.init_args.original_ckpt",
-            str(ckpt),
-            "--data.init_args.split_manifest",
-            str(original.manifest),
-            "--trainer.logger.init_args.save_dir",
-            str(folder / "runs"),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=folder,
-    )
-    assert finished.returncode == 0, finished.stdout
-    return finished.stdout, folder / "runs" / "digits" / "naive"
+    return naive_in_child(original.copy_to(folder / "original"), original.manifest, folder)
 
 
 def test_a_naive_ps_run_prints_none_of_lightnings_noise(naive_child_run) -> None:

@@ -4,17 +4,15 @@ once in the Gram matrix, the same Naive PS prototypes, the same evaluation numbe
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 from unlearning_fixtures import (
-    CONFIGS,
     Original,
     fc_weight,
+    naive_in_child,
     naive_reference,
     original,
     retrain_ckpt,
@@ -140,40 +138,20 @@ def test_a_cumulative_run_launched_on_two_processes_ends_with_one_summary(
     # to one process before the run ends, so only this launch shows that every rank reaches the
     # end: each must ask for the run folder (a broadcast) where rank 0 alone writes there (the
     # ledger's record and split.json of a cumulative request, the summary).
-    ckpt = original.copy_to(tmp_path / "original")
-    run_dir = tmp_path / "runs" / "digits" / "naive"
-    finished = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ps_lightning.cli",
-            "fit",
-            "--config",
-            str(CONFIGS / "naive_ps.yaml"),
-            "--run",
-            "naive",
-            "--model.init_args.original_ckpt",
-            str(ckpt),
-            "--model.init_args.cumulative",
-            "true",
-            "--data.init_args.split_manifest",
-            str(original.manifest),
-            "--trainer.logger.init_args.save_dir",
-            str(tmp_path / "runs"),
-            "--trainer.strategy",
-            "ddp",
-            "--trainer.devices",
-            "2",
-            "--trainer.accelerator",
-            "cpu",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=tmp_path,
+    output, run_dir = naive_in_child(
+        original.copy_to(tmp_path / "original"),
+        original.manifest,
+        tmp_path,
+        "--model.init_args.cumulative",
+        "true",
+        "--trainer.strategy",
+        "ddp",
+        "--trainer.devices",
+        "2",
+        "--trainer.accelerator",
+        "cpu",
         timeout=180,
     )
-    assert finished.returncode == 0, finished.stdout[-3000:]
-    assert finished.stdout.count("ps-lightning fit: done in") == 1
+    assert output.count("ps-lightning fit: done in") == 1
     manifest = json.loads((run_dir / "split.json").read_text())
     assert manifest["request"]["kind"] == "cumulative"

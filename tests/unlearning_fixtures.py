@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +58,40 @@ def run_cli(subcommand: str, config: str, save_dir: Path, run: str, *args: str) 
         ]
     )
     return save_dir / "digits" / run
+
+
+def naive_in_child(
+    original_ckpt: Path, manifest: Path, folder: Path, *args: str, timeout: float | None = None
+) -> tuple[str, Path]:
+    """A digits Naive PS run through the real command in a child process (run ``naive`` under
+    ``folder/runs``, working directory ``folder``), as a user launches it: its printed output
+    (stdout and stderr together) and its run folder. Fails the test if the command fails."""
+    finished = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ps_lightning.cli",
+            "fit",
+            "--config",
+            str(CONFIGS / "naive_ps.yaml"),
+            "--run",
+            "naive",
+            "--model.init_args.original_ckpt",
+            str(original_ckpt),
+            "--data.init_args.split_manifest",
+            str(manifest),
+            "--trainer.logger.init_args.save_dir",
+            str(folder / "runs"),
+            *args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=folder,
+        timeout=timeout,
+    )
+    assert finished.returncode == 0, finished.stdout[-3000:]
+    return finished.stdout, folder / "runs" / "digits" / "naive"
 
 
 def result_checkpoint(run_dir: Path) -> Path:
