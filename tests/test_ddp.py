@@ -76,7 +76,9 @@ def test_naive_surgery_on_two_processes_equals_one_process(
     # A fresh copy of the original: its own index, built by the two processes.
     ckpt = original.copy_to(tmp_path / "original")
 
-    result = unlearn(tmp_path / "runs", "naive", ckpt, *TWO_PROCESSES, manifest=original.manifest)
+    result = unlearn(
+        tmp_path / "runs", "naive", ckpt, *TWO_PROCESSES, manifest=original.manifest, in_child=True
+    )
 
     single_index = torch.load(
         index_path(unlearning_record(naive_reference)["original_ckpt"]), weights_only=True
@@ -115,6 +117,7 @@ def evaluations(
             "--data.init_args.split_manifest",
             str(original.manifest),
             *extra,
+            in_child=bool(extra),
         )
         results[name] = json.loads((run_dir / "metrics.json").read_text())
     return results

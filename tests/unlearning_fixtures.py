@@ -42,8 +42,14 @@ def _once(key: str, make: Callable[[], Any]) -> Any:
     return _CACHE[key]
 
 
-def run_cli(subcommand: str, config: str, save_dir: Path, run: str, *args: str) -> Path:
-    """``ps-lightning <subcommand> --config configs/digits/<config> ...``; returns the run dir."""
+def run_cli(
+    subcommand: str, config: str, save_dir: Path, run: str, *args: str, in_child: bool = False
+) -> Path:
+    """``ps-lightning <subcommand> --config configs/digits/<config> ...``; returns the run dir.
+
+    ``in_child``: in a fresh process. Runs that fork (``ddp_fork``) need it: forked from the
+    test process, whose earlier tests left threads (event-file writers, progress-bar monitors)
+    that may hold a lock at the fork, the children can wait on that lock for ever."""
     run_step(
         [
             subcommand,
@@ -55,7 +61,8 @@ def run_cli(subcommand: str, config: str, save_dir: Path, run: str, *args: str) 
             str(save_dir),
             *QUIET,
             *args,
-        ]
+        ],
+        in_child=in_child,
     )
     return save_dir / "digits" / run
 
@@ -154,10 +161,12 @@ def unlearn(
     *args: str,
     manifest: Path | None = None,
     config: str = "naive_ps.yaml",
+    in_child: bool = False,
 ) -> Path:
     """Run an unlearning config against ``original_ckpt``; returns the result checkpoint.
 
-    ``manifest``: the split to reuse; ``None`` draws the request given in ``args`` afresh.
+    ``manifest``: the split to reuse; ``None`` draws the request given in ``args`` afresh;
+    ``in_child``: as for `run_cli`.
     """
     # No manifest: the request is drawn afresh (the configs name the retrain run's manifest).
     data = ["--data.init_args.split_manifest", "null" if manifest is None else str(manifest)]
@@ -170,6 +179,7 @@ def unlearn(
         str(original_ckpt),
         *data,
         *args,
+        in_child=in_child,
     )
     return result_checkpoint(run_dir)
 
