@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import lightning as L
 import pytest
 import torch
+import torch.nn.functional as F
 from unlearning_fixtures import (
     DEFAULT_NUM_FORGET,
     Original,
@@ -29,7 +32,7 @@ from unlearning_fixtures import (
 from ps_lightning.data import DigitsDataModule
 from ps_lightning.data.manifest import write_manifest
 from ps_lightning.models.classifier import LeNet5, classifier_record, load_classifier
-from ps_lightning.prototype_surgery import PSUnlearnModule
+from ps_lightning.prototype_surgery import PSUnlearnModule, ps_module
 from ps_lightning.prototype_surgery.closed_form import (
     augmented_gram,
     gram,
@@ -47,6 +50,7 @@ from ps_lightning.prototype_surgery.ledger import (
     index_path,
     record_path,
 )
+from ps_lightning.prototype_surgery.ps_module import NVML_CHECK, HeadThreads
 
 __all__ = ["naive_reference", "original", "retrain_ckpt"]  # fixtures used below
 
@@ -669,3 +673,42 @@ def test_ps_epochs_leave_the_process_thread_setting_as_they_found_it(
         assert torch.get_num_threads() == 2  # the epochs ran on HEAD_THREADS, then restored
     finally:
         torch.set_num_threads(threads)
+
+
+class _SeesNvmlCheck(L.Callback):
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        self.during = os.environ.get(NVML_CHECK)
+
+
+@pytest.mark.parametrize("driver", [False, True])
+def test_ps_epochs_skip_the_nvml_probe_only_without_a_driver_and_restore_it(
+    driver: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(NVML_CHECK, "1")
+    monkeypatch.setattr(ps_module, "nvml_loadable", lambda: driver)
+    seen = _SeesNvmlCheck()
+    trainer = L.Trainer(
+        max_epochs=1,
+        callbacks=[HeadThreads(), seen],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    head = torch.nn.Linear(4, 2)
+
+    class Head(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = head
+
+        def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+            return F.cross_entropy(self.head(batch[0]), batch[1])
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.Adam(self.parameters())
+
+    rows = torch.utils.data.TensorDataset(torch.randn(8, 4), torch.randint(0, 2, (8,)))
+    trainer.fit(Head(), torch.utils.data.DataLoader(rows, batch_size=4))
+    assert seen.during == ("1" if driver else "0")
+    assert os.environ[NVML_CHECK] == "1"  # restored after the epochs

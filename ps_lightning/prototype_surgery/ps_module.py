@@ -10,7 +10,9 @@ a few small matrix products whatever the backbone.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -59,21 +61,47 @@ OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 HEAD_THREADS = 1
 
 
+# Lightning sets this so that asking whether CUDA is available never initialises CUDA (fork
+# safety); torch's `Adam.step` asks at every step. On a machine without the NVIDIA driver the
+# NVML library is missing, torch retries loading it at each of those calls (~0.26 ms, 0.3 s of a
+# 1,200-step PS fit; benchmarks/ps_request_speed.py), and without a driver there is no CUDA to
+# initialise: the plain check is as safe and costs microseconds.
+NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
+
+
+@functools.cache
+def nvml_loadable() -> bool:
+    """Whether the NVIDIA management library (shipped with the driver) can be loaded."""
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        return False
+    return True
+
+
 class HeadThreads(L.Callback):
-    """The PS epochs run with ``HEAD_THREADS`` intra-op threads; the process's own setting is
+    """The PS epochs run with ``HEAD_THREADS`` intra-op threads, and without the per-step NVML
+    probe where no NVIDIA driver is installed (`NVML_CHECK`); the process's own settings are
     restored when training ends, also by an exception."""
 
     def __init__(self) -> None:
         self.before: int | None = None
+        self.nvml_check: str | None = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.before = torch.get_num_threads()
         torch.set_num_threads(HEAD_THREADS)
+        if os.environ.get(NVML_CHECK) == "1" and not nvml_loadable():
+            self.nvml_check = os.environ[NVML_CHECK]
+            os.environ[NVML_CHECK] = "0"
 
     def _restore(self) -> None:
         if self.before is not None:
             torch.set_num_threads(self.before)
             self.before = None
+        if self.nvml_check is not None:
+            os.environ[NVML_CHECK] = self.nvml_check
+            self.nvml_check = None
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore()
