@@ -66,6 +66,19 @@ def cli_error(capsys: pytest.CaptureFixture, *args: str) -> str:
     return err[start:]
 
 
+def cumulative_naive_fit(run: str, ckpt: Path, manifest: Path, tmp_path: Path) -> list[str]:
+    """The command line of a cumulative Naive PS request ``run`` on ``ckpt`` (digits)."""
+    return [
+        "fit",
+        "--config", str(CONFIGS / "naive_ps.yaml"),
+        "--run", run,
+        "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
+        "--model.init_args.original_ckpt", str(ckpt),
+        "--model.init_args.cumulative", "true",
+        "--data.init_args.split_manifest", str(manifest),
+    ]  # fmt: skip
+
+
 # --------------------------------------------------------------------------- interrupted training
 
 
@@ -309,16 +322,7 @@ def test_the_cli_shows_the_ledgers_message_not_the_innermost_error(
     )
     index = ckpt.with_name(ckpt.name + ".surgery-index.pt")
     index.write_bytes(index.read_bytes()[:50])
-    message = cli_error(
-        capsys,
-        "fit",
-        "--config", str(CONFIGS / "naive_ps.yaml"),
-        "--run", "b",
-        "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
-        "--model.init_args.original_ckpt", str(ckpt),
-        "--model.init_args.cumulative", "true",
-        "--data.init_args.split_manifest", str(original.manifest),
-    )  # fmt: skip
+    message = cli_error(capsys, *cumulative_naive_fit("b", ckpt, original.manifest, tmp_path))
     assert "cannot be used: it cannot be read" in message
     assert "1 cumulative requests removing 15 samples" in message
     assert not result_checkpoint(tmp_path / "runs" / "digits" / "b").exists()
@@ -332,16 +336,7 @@ def test_a_full_disk_during_a_cumulative_request_shows_the_ledgers_message(
     previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, hard))  # below the index's size
     try:
-        message = cli_error(
-            capsys,
-            "fit",
-            "--config", str(CONFIGS / "naive_ps.yaml"),
-            "--run", "a",
-            "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
-            "--model.init_args.original_ckpt", str(ckpt),
-            "--model.init_args.cumulative", "true",
-            "--data.init_args.split_manifest", str(original.manifest),
-        )  # fmt: skip
+        message = cli_error(capsys, *cumulative_naive_fit("a", ckpt, original.manifest, tmp_path))
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
         signal.signal(signal.SIGXFSZ, previous)
