@@ -177,21 +177,18 @@ def step_args(config: Path, run: str, runs: Path, original: Path) -> list[str]:
 
 
 def quiet_lightning() -> None:
-    """Drop Lightning's per-run banners, tips and known-harmless warnings from the output."""
+    """The product's filter of Lightning's noise (`console.quiet_known_noise`), plus what a
+    benchmark's printed figures need even less: every other Lightning info line and the
+    loader-workers hint (benchmarks load from memory on purpose)."""
     import logging
     import warnings
 
+    from ps_lightning.console import quiet_known_noise
+
+    quiet_known_noise()
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    for pattern in (
-        ".*does not have many workers.*",
-        ".*LeafSpec.*",
-        ".*in eval mode.*",
-        ".*no `validation_step`.*",
-        ".*`max_epochs` was not set.*",
-        ".*smaller than the logging interval.*",
-    ):
-        warnings.filterwarnings("ignore", pattern)
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
 
 
 def fmt_seconds(seconds: float) -> str:
