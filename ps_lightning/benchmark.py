@@ -170,16 +170,20 @@ def read_grid(path: Path, methods: dict[str, tuple[str, list[str]]]) -> dict[str
     return {method: grid_points(axes) for method, axes in grid.items()}
 
 
+class NothingToSelect(RuntimeError):
+    """Every grid point of a method failed or gave a non-finite gap."""
+
+
 def select(scores: dict[str, list[float]], points: dict[str, dict[str, Any]]) -> tuple[str, float]:
     """The point with the lowest mean score (avg gap over selection seeds and scenarios); a
-    point failed or not finite in any run is never chosen."""
+    point failed or not finite in any run is never chosen (`NothingToSelect` if none is left)."""
     means = {
         name: statistics.fmean(values) if all(math.isfinite(v) for v in values) else math.inf
         for name, values in scores.items()
     }
     best = min(points, key=lambda name: means[name])
     if not math.isfinite(means[best]):
-        raise RuntimeError(f"every grid point of {sorted(points)} failed; nothing to select.")
+        raise NothingToSelect(f"every grid point of {sorted(points)} failed; nothing to select.")
     return best, means[best]
 
 
@@ -443,6 +447,9 @@ def selection_markdown(
             lines.append(
                 f"| {method} | {point} | {shown} | {'✓' if name == result['chosen'] else ''} |"
             )
+    failed = [method for method, result in selection.items() if result["chosen"] is None]
+    if failed:
+        lines += ["", f"Every grid point failed for {', '.join(failed)}: reported as shipped."]
     return "\n".join(lines) + "\n"
 
 
@@ -661,12 +668,19 @@ def run_selection(
     selection: dict[str, Any] = {}
     chosen_methods = dict(methods)
     for method, method_points in points.items():
-        best, gap = select({n: scores[n] for n in method_points}, method_points)
-        config, overrides = methods[method]
-        chosen_methods[method] = (config, [*overrides, *point_overrides(method_points[best])])
+        try:
+            best, gap = select({n: scores[n] for n in method_points}, method_points)
+        except NothingToSelect as error:
+            # The method is reported as shipped, so that its failure shows in the tables; the
+            # other methods' selection and report go on.
+            print(f"  {method}: {error} It is reported with its shipped values.", flush=True)
+            best, gap = None, math.inf
+        else:
+            config, overrides = methods[method]
+            chosen_methods[method] = (config, [*overrides, *point_overrides(method_points[best])])
         selection[method] = {
             "chosen": best,
-            "chosen_values": method_points[best],
+            "chosen_values": None if best is None else method_points[best],
             "mean_avg_gap": gap,
             "points": {
                 name: {

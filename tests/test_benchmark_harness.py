@@ -15,6 +15,7 @@ from ps_lightning.benchmark import (
     METHOD_CONFIGS,
     METRICS,
     Harness,
+    NothingToSelect,
     StepFailed,
     aggregate,
     main,
@@ -43,7 +44,7 @@ class FakeSteps:
         run_dir = self.root / run
         run_dir.mkdir(parents=True, exist_ok=True)
         name = run.split("-", 2)[-1]
-        if name in self.failing:
+        if name.split("__")[0] in self.failing:  # a method fails at every grid point
             raise StepFailed("FloatingPointError: non-finite weights")
         if subcommand == "test":
             listing = args[args.index("--model.init_args.checkpoints") + 1]
@@ -125,8 +126,35 @@ def test_selection_takes_the_lowest_mean_gap_and_never_a_point_that_failed() -> 
     assert select(scores, points) == ("b", pytest.approx(0.175))
     # A run without a gap (NaN) disqualifies its point as a failure does.
     assert select({"a": [math.nan, 0.0], "b": [0.2, 0.2]}, {"a": {}, "b": {}})[0] == "b"
-    with pytest.raises(RuntimeError, match="every grid point"):
+    with pytest.raises(NothingToSelect, match="every grid point"):
         select({"a": [math.inf], "b": [math.nan]}, {"a": {}, "b": {}})
+
+
+def test_a_method_failing_at_every_grid_point_is_reported_as_shipped_and_the_rest_go_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    steps = FakeSteps(tmp_path / "runs", failing={"scrub"})
+    monkeypatch.setattr(Harness, "step", lambda self, *args: steps(*args))
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("scrub:\n  lr: [0.0001, 0.0005]\nssd:\n  alpha: [10.0, 50.0]\n")
+    out = tmp_path / "out"
+    request = ["--dataset", "digits", "--scenarios", "subclass", "--seeds", "3"]
+    selection_args = ["--grid", str(grid), "--select-seeds", "0"]
+    places = ["--out", str(out), "--runs-dir", str(tmp_path / "runs")]
+    main([*request, "--methods", "scrub", "ssd", *selection_args, *places])
+    selection = json.loads((out / "digits-selection.json").read_text())["selection"]
+    assert selection["scrub"]["chosen"] is None
+    assert selection["ssd"]["chosen"] == "ssd__alpha-10p0"
+    assert "Every grid point failed for scrub" in (out / "digits-selection.md").read_text()
+    report = [(config, args) for _, config, run, args in steps.calls if run.startswith("s3-")]
+    scrub_args = next(args for config, args in report if config == "scrub.yaml")
+    assert "--model.init_args.lr" not in scrub_args  # the shipped values
+    assert next(args for config, args in report if config == "ssd.yaml")[-2:] == [
+        "--model.init_args.alpha",
+        "10.0",
+    ]
+    table = json.loads((out / "digits-subclass.json").read_text())["per_seed"][0]
+    assert "scrub" in table["failed"]
 
 
 def test_a_grid_point_is_a_safe_run_name_and_model_overrides(tmp_path: Path) -> None:
