@@ -22,6 +22,7 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from tqdm import tqdm
 
 from ps_lightning.files import safe_torch_load
+from ps_lightning.prototype_surgery.early_stop import early_stop_outcome
 from ps_lightning.timing import TIMING_NAME
 
 T = TypeVar("T")
@@ -167,8 +168,8 @@ def request_text(manifest: dict[str, Any]) -> str:
 
 
 def early_stop_text(unlearning: dict[str, Any]) -> str | None:
-    """What PS's early stop did, from the result checkpoint's unlearning record; ``None`` for a
-    method or run without it."""
+    """What PS's early stop did, from the result checkpoint's unlearning record, or why it was
+    off; ``None`` for a method or run without it."""
     config = unlearning.get("config") or {}
     if not unlearning.get("early_stop_used"):
         mode = config.get("early_stop")
@@ -177,21 +178,7 @@ def early_stop_text(unlearning: dict[str, Any]) -> str | None:
             return None  # a method without an early stop, or Naive PS
         # `auto` is off only for requests that remove whole classes.
         return f"off (early_stop: {mode}{', a whole-class request' if mode == 'auto' else ''})"
-    if unlearning.get("ps_kept_start_state"):
-        return (
-            "kept the start state: no PS step came closer to the held-out confidence level, "
-            "so the result equals the model PS started from"
-        )
-    stopped = unlearning.get("stopped_at_epoch")
-    when = (
-        f"stopped at epoch {stopped}"
-        if stopped is not None
-        else "ran every epoch without reaching the held-out level"
-    )
-    restored = unlearning.get("restored_step")
-    # No step restored: training ran out and the last head was the closest to the level.
-    kept = "the last epoch's head" if restored is None else f"the head of step {restored}"
-    return f"{when}; kept {kept}"
+    return early_stop_outcome(unlearning)
 
 
 def _seconds(value: float | None) -> str:

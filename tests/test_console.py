@@ -160,7 +160,7 @@ def test_what_the_early_stop_did_is_told_apart() -> None:
     kept = early_stop_text(
         {"early_stop_used": True, "ps_kept_start_state": True, "restored_step": 0}
     )
-    assert kept is not None and kept.startswith("kept the start state")
+    assert kept is not None and kept.startswith("kept the starting head")
     ran = early_stop_text({"early_stop_used": True, "stopped_at_epoch": None, "restored_step": 50})
     assert ran == "ran every epoch without reaching the held-out level; kept the head of step 50"
     last = early_stop_text(

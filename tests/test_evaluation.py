@@ -172,7 +172,7 @@ def test_markdown_table_has_a_row_per_model() -> None:
 
 def test_markdown_table_notes_a_ps_run_that_kept_its_start() -> None:
     row = {"forget_acc": 1.0, "retain_acc": 1.0, "test_acc": 0.9}
-    kept = {"ps_kept_start_state": True, "config": {"method": "naive+ps"}}
+    kept = {"early_stop_used": True, "ps_kept_start_state": True, "config": {"method": "naive+ps"}}
     summary = digits_summary(
         {
             "ps": {"metrics": row, "unlearning": {**kept, "ps_kept_start_state": False}},
@@ -183,8 +183,9 @@ def test_markdown_table_notes_a_ps_run_that_kept_its_start() -> None:
     notes = markdown_table(summary).split("\n\n")[-1].strip().splitlines()
 
     assert notes == [
-        "naive_then_ps: PS's early stop kept the starting head (ps_kept_start_state), so this "
-        "model equals Naive PS's result."
+        "naive_then_ps: PS's early stop kept the starting head (ps_kept_start_state): no PS "
+        "step came closer to the held-out confidence level, so the result equals Naive PS's "
+        "result."
     ]
 
 

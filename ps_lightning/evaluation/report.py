@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ps_lightning.prototype_surgery.early_stop import early_stop_outcome
+
 # (header, metric, decimals)
 COLUMNS = (
     ("forget acc", "forget_acc", 3),
@@ -59,8 +61,4 @@ def _note(name: str, result: dict[str, Any]) -> str | None:
     record = result.get("unlearning") or {}
     if not record.get("ps_kept_start_state"):
         return None
-    start = "the original model" if record["config"]["method"] == "ps" else "Naive PS's result"
-    return (
-        f"{name}: PS's early stop kept the starting head (ps_kept_start_state), so this model "
-        f"equals {start}."
-    )
+    return f"{name}: PS's early stop {early_stop_outcome(record)}."

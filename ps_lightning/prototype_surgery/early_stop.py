@@ -4,8 +4,35 @@ checked before each step, that came closest to that level."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
+
+
+def early_stop_outcome(record: dict[str, Any]) -> str | None:
+    """What the early stop did, from a PS run's unlearning record, in the one wording that the
+    log, the run summary, the TensorBoard note and the table note share; ``None`` when it was
+    not used."""
+    if not record.get("early_stop_used"):
+        return None
+    if record.get("ps_kept_start_state"):
+        method = (record.get("config") or {}).get("method", "ps")
+        start = "the original model" if method == "ps" else "Naive PS's result"
+        return (
+            "kept the starting head (ps_kept_start_state): no PS step came closer to the "
+            f"held-out confidence level, so the result equals {start}"
+        )
+    stopped = record.get("stopped_at_epoch")
+    when = (
+        f"stopped at epoch {stopped}"
+        if stopped is not None
+        else "ran every epoch without reaching the held-out level"
+    )
+    restored = record.get("restored_step")
+    # No step restored: training ran out and the last head was the closest to the level.
+    kept = "the last epoch's head" if restored is None else f"the head of step {restored}"
+    return f"{when}; kept {kept}"
 
 
 def heldout_confidence(

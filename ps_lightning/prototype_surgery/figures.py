@@ -15,6 +15,8 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.figure import Figure
 
+from ps_lightning.prototype_surgery.early_stop import early_stop_outcome
+
 
 def prototype_shift_figure(
     weight_shift: torch.Tensor,
@@ -46,20 +48,14 @@ def prototype_shift_figure(
 
 
 def early_stop_note(record: dict[str, Any]) -> str | None:
-    """What PS's early stop did to the saved head, from the run's unlearning record."""
-    if not record["early_stop_used"]:
+    """What PS's early stop did to the saved head, from the run's unlearning record, and where
+    TensorBoard shows it."""
+    outcome = early_stop_outcome(record)
+    if outcome is None:
         return None
-    if record["ps_kept_start_state"]:
-        start = "the original model" if record["config"]["method"] == "ps" else "Naive PS's result"
-        return (
-            "PS's early stop restored its starting head (ps_kept_start_state): the saved model "
-            f"equals {start}; the ps/ curves show the epochs tried, ps/saved/ the saved head."
-        )
-    if record["restored_step"] is None:
-        return "PS's early stop kept the head after the last epoch (the closest to the level)."
     return (
-        f"PS's early stop restored the head of step {record['restored_step']} (stopped at epoch "
-        f"{record['stopped_at_epoch']}); ps/saved/ holds the saved head's accuracies."
+        f"PS's early stop {outcome}. The ps/ curves show the epochs tried, ps/saved/ the saved "
+        "head."
     )
 
 

@@ -30,7 +30,11 @@ from ps_lightning.prototype_surgery.closed_form import (
     truncated_pinv,
     with_constant,
 )
-from ps_lightning.prototype_surgery.early_stop import ClosestToHeldoutLevel, heldout_confidence
+from ps_lightning.prototype_surgery.early_stop import (
+    ClosestToHeldoutLevel,
+    early_stop_outcome,
+    heldout_confidence,
+)
 from ps_lightning.prototype_surgery.figures import PSFigures
 from ps_lightning.prototype_surgery.ledger import Ledger, LedgerState, classifier_content_hash
 from ps_lightning.prototype_surgery.soft_labels import (
@@ -446,12 +450,14 @@ class PSUnlearnModule(UnlearningModule):
         )
         kept_start = self.stopper.restored_step == 0
         if kept_start:
-            start = "the original model" if self.hparams.method == "ps" else "Naive PS's result"
-            rank_zero_info(
-                "PS kept its starting head: the early stop found the state before any step "
-                f"closest to the held-out confidence level, so the result equals {start} "
-                "(recorded as ps_kept_start_state)."
+            outcome = early_stop_outcome(
+                {
+                    "early_stop_used": True,
+                    "ps_kept_start_state": True,
+                    "config": {"method": self.hparams.method},
+                }
             )
+            rank_zero_info(f"PS's early stop {outcome}.")
         if self.logger is not None:
             # The curves show every epoch tried; the head saved may be an earlier one.
             saved = {
