@@ -154,7 +154,9 @@ def point_overrides(point: dict[str, Any]) -> list[str]:
 
 
 def read_grid(path: Path, methods: dict[str, tuple[str, list[str]]]) -> dict[str, list[dict]]:
-    """``{method: {init_arg: [values]}}`` from a YAML file; methods not in it run as shipped."""
+    """``{method: {init_arg: [values]}}`` from a YAML file, for the benchmarked ``methods``:
+    those not in it run as shipped, and its methods not benchmarked now are left out (so that
+    one method's selection can run alone)."""
     grid = yaml.safe_load(path.read_text()) or {}
     if not isinstance(grid, dict) or not all(
         isinstance(axes, dict) and all(isinstance(v, list) and v for v in axes.values())
@@ -164,10 +166,12 @@ def read_grid(path: Path, methods: dict[str, tuple[str, list[str]]]) -> dict[str
             f"grid file '{path}': expected {{method: {{model_init_arg: [value, ...]}}}} with "
             "non-empty value lists."
         )
-    unknown = sorted(set(grid) - set(methods))
+    unknown = sorted(set(grid) - set(methods) - set(METHOD_CONFIGS))
     if unknown:
-        raise ValueError(f"grid file '{path}' names methods not benchmarked: {unknown}.")
-    return {method: grid_points(axes) for method, axes in grid.items()}
+        raise ValueError(
+            f"grid file '{path}' names unknown methods {unknown}; known: {sorted(METHOD_CONFIGS)}."
+        )
+    return {method: grid_points(axes) for method, axes in grid.items() if method in methods}
 
 
 class NothingToSelect(RuntimeError):

@@ -172,8 +172,11 @@ def test_a_grid_point_is_a_safe_run_name_and_model_overrides(tmp_path: Path) -> 
     grid.write_text("scrub:\n  lr: [0.0005, 0.001]\n  epochs: [3, 5]\n")
     assert len(read_grid(grid, METHOD_CONFIGS)["scrub"]) == 4
     grid.write_text("scrubb:\n  lr: [0.001]\n")
-    with pytest.raises(ValueError, match="not benchmarked"):
+    with pytest.raises(ValueError, match="unknown methods"):
         read_grid(grid, METHOD_CONFIGS)
+    # A grid's methods that are not benchmarked now are left out: one method's selection runs.
+    grid.write_text("scrub:\n  lr: [0.001]\nssd:\n  alpha: [10.0]\n")
+    assert list(read_grid(grid, {"ssd": METHOD_CONFIGS["ssd"]})) == ["ssd"]
     grid.write_text("scrub:\n  lr: 0.001\n")
     with pytest.raises(ValueError, match="non-empty value lists"):
         read_grid(grid, METHOD_CONFIGS)
