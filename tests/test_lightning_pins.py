@@ -1,13 +1,16 @@
-"""Pins the Lightning behaviour that `load_classifier` relies on through a private API."""
+"""Pins the Lightning behaviour that `load_classifier` and the CLI rely on through private APIs."""
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters_context
 
+from ps_lightning.cli import PSLightningCLI
 from ps_lightning.models.classifier import LeNet5, classifier_record, load_classifier
 
 
@@ -37,3 +40,17 @@ def test_a_classifier_loaded_while_lightningcli_builds_a_module_keeps_its_own_hp
         model, _ = load_classifier(str(checkpoint))
     assert model.hparams["num_classes"] == 7
     assert "original_ckpt" not in model.hparams
+
+
+def test_the_private_lightningcli_methods_the_cli_uses_keep_their_names_and_arguments() -> (
+    None
+):
+    # PSLightningCLI overrides `_instantiate_trainer` (its progress bar) and calls `_get` (the
+    # subcommand's ckpt_path, for the reused-folder check). Renamed in a Lightning release, the
+    # override would silently stop running: this fails first, naming the method.
+    def arguments(method: object) -> list[str]:
+        return list(inspect.signature(method).parameters)
+
+    assert arguments(LightningCLI._instantiate_trainer) == ["self", "config", "callbacks"]
+    assert arguments(PSLightningCLI._instantiate_trainer) == ["self", "config", "callbacks"]
+    assert arguments(LightningCLI._get) == ["self", "config", "key", "default"]
