@@ -182,7 +182,7 @@ def test_results_are_classifier_checkpoints_of_unlearned_models(
     assert record["architecture"] == "LeNet5"
     assert record["data"]["train_on"] == "unlearned"
     assert record["unlearning"]["method"] == "RandomLabel"
-    assert record["unlearning"]["train_on"] == "forget,retain"
+    assert record["unlearning"]["train_on"] == "forget-then-retain"
     shipped = yaml.safe_load((CONFIGS / "random_label.yaml").read_text())["model"]["init_args"]
     assert record["unlearning"]["config"]["epochs"] == shipped["epochs"]
     assert record["unlearning"]["config"]["lr"] == shipped["lr"]

@@ -103,7 +103,7 @@ CHOICES = [
     ("model", "SSD", "reference", "full,retain"),
     ("model", "UnlearningEvaluator", "mia_members", "random,first"),
     ("data", "DigitsDataModule", "forget", "classes,random,indices"),
-    ("data", "DigitsDataModule", "train_on", "full,retain,forget,forget+retain,forget,retain"),
+    ("data", "DigitsDataModule", "train_on", "full,retain,forget,forget+retain,forget-then-retain"),
 ]
 
 

@@ -523,7 +523,7 @@ def test_a_module_that_names_its_split_is_served_it_and_the_data_stays_as_config
 
 def test_forget_then_retain_passes_use_the_modules_part_batch_sizes() -> None:
     dm = IndexedDataModule(forget="random", forget_ratio=0.25, batch_size=64)
-    fitting(dm, SplitModule("forget,retain", {"forget": 16}))
+    fitting(dm, SplitModule("forget-then-retain", {"forget": 16}))
     batches = [next(iter(batch.items())) for batch in dm.train_dataloader()]
     sizes = [(part, len(labels)) for part, (_, labels) in batches]
     # 50 forget samples in batches of 16, then 150 retain samples in the data's batches of 64.
@@ -536,7 +536,10 @@ def test_forget_then_retain_passes_use_the_modules_part_batch_sizes() -> None:
     ("module", "message"),
     [
         (SplitModule("everything"), "declares train_on='everything', which is not one of"),
-        (SplitModule("forget,retain", {"forget": 0}), r"declares part_batch_sizes \{'forget': 0\}"),
+        (
+            SplitModule("forget-then-retain", {"forget": 0}),
+            r"declares part_batch_sizes \{'forget': 0\}",
+        ),
     ],
     ids=["unknown-split", "zero-batch"],
 )

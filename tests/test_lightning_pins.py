@@ -42,9 +42,7 @@ def test_a_classifier_loaded_while_lightningcli_builds_a_module_keeps_its_own_hp
     assert "original_ckpt" not in model.hparams
 
 
-def test_the_private_lightningcli_methods_the_cli_uses_keep_their_names_and_arguments() -> (
-    None
-):
+def test_the_private_lightningcli_methods_the_cli_uses_keep_their_names_and_arguments() -> None:
     # PSLightningCLI overrides `_instantiate_trainer` (its progress bar) and calls `_get` (the
     # subcommand's ckpt_path, for the reused-folder check). Renamed in a Lightning release, the
     # override would silently stop running: this fails first, naming the method.

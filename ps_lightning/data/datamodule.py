@@ -38,22 +38,22 @@ from ps_lightning.data.requests import (
 from ps_lightning.data.sources import Source
 from ps_lightning.splits import EVAL_SPLITS
 
-TrainOn = Literal["full", "retain", "forget", "forget+retain", "forget,retain"]
+TrainOn = Literal["full", "retain", "forget", "forget+retain", "forget-then-retain"]
 TRAIN_ON: tuple[str, ...] = get_args(TrainOn)
 # `forget+retain`: the train loader is `{"forget": loader, "retain": loader}`; Lightning combines
 # them (mode max_size_cycle: the shorter one cycles) and each step gets a dict of both batches.
 PAIRED = {"forget+retain": ("forget", "retain")}
-# `forget,retain`: one pass over the forget set, then one over the retain set, every epoch (the
+# `forget-then-retain`: one pass over the forget set, then one over the retain set, every epoch (the
 # loop of the RL, SalUn and SCRUB reference code). Lightning's fit loop refuses a sequential
 # CombinedLoader, so one loader serves the passes in order, one part per batch.
-SEQUENTIAL = {"forget,retain": ("forget", "retain")}
+SEQUENTIAL = {"forget-then-retain": ("forget", "retain")}
 MANIFEST_NAME = "split.json"
 
 
 @runtime_checkable
 class TrainsOnSplits(Protocol):
     """A LightningModule that names the split it trains on (one of ``TRAIN_ON``), and for
-    ``forget,retain`` a batch size per part (None: the datamodule's ``batch_size``). The
+    ``forget-then-retain`` a batch size per part (None: the datamodule's ``batch_size``). The
     datamodule serves it; the module never writes into the datamodule."""
 
     train_on: str
@@ -170,7 +170,7 @@ class UnlearningDataModule(L.LightningDataModule):
             run's ``split.json``); refused if it was drawn from other data or another request.
         train_on: ``full`` (the original model), ``retain`` (the retrained gold standard),
             ``forget``, ``forget+retain`` (both, one batch of each per step) or
-            ``forget,retain`` (a pass over the forget set, then one over the retain set, per
+            ``forget-then-retain`` (a pass over the forget set, then one over the retain set, per
             epoch). The fitted module may declare its own training data instead
             (`TrainsOnSplits`, `TrainsOnTensors`): the unlearning methods do.
         augment: apply the dataset's train augmentation (random crop, flip) on the device.

@@ -2,7 +2,7 @@
 
 Unlike Prototype Surgery, these methods change every layer. `ImageUnlearningModule` unfreezes
 the model, declares the data split the method trains on (the datamodule asks and serves it:
-`retain`, `forget`, `forget+retain`: one batch of each per step, or `forget,retain`: a forget
+`retain`, `forget`, `forget+retain`: one batch of each per step, or `forget-then-retain`: a forget
 pass then a retain pass per epoch), puts the whole network in train mode while it trains,
 runs SGD with the method's own learning rate, momentum, weight decay and epochs, and saves the
 result through `UnlearningModule` in the classifier checkpoint format. A method only writes its
@@ -81,7 +81,7 @@ class ImageUnlearningModule(UnlearningModule):
         self.train()
 
     def part_batch_sizes(self) -> dict[str, int] | None:
-        """A batch size per part of ``train_on: forget,retain`` (None: the data's batch_size)."""
+        """A batch size per part of ``train_on: forget-then-retain`` (None: the batch_size)."""
         return None
 
     def train(self, mode: bool = True) -> ImageUnlearningModule:

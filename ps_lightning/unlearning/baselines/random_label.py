@@ -3,7 +3,7 @@
 
 RL (Golatkar et al. 2020; Hayase et al.): every epoch, one pass over the forget set under
 labels drawn with ``randint(0, C)`` (the true label may come up), then one pass over the retain
-set under the true labels, one SGD step per batch (``train_on: forget,retain``). The labels are
+set under the true labels, one SGD step per batch (``train_on: forget-then-retain``). The labels are
 drawn afresh for every batch.
 
 SalUn (Fan et al. 2024, "SalUn: Empowering Machine Unlearning via Gradient-based Weight
@@ -30,7 +30,7 @@ from ps_lightning.unlearning.baselines.image_module import (
 )
 from ps_lightning.unlearning.gradients import summed_gradients
 
-PASSES = {"sequential": "forget,retain", "joint": "forget+retain"}
+PASSES = {"sequential": "forget-then-retain", "joint": "forget+retain"}
 LABELS = ("any", "wrong")
 
 

@@ -6,7 +6,7 @@ first ``max_step_epochs`` epochs makes one whole pass over the forget set of *ma
 push the student away from the teacher (maximise ``KL(teacher ‖ student)`` at temperature T),
 then every epoch makes one whole pass over the retain set of *min-steps*, which keep it close
 to the teacher and to the labels (``ce_weight · CE + kl_weight · KL``); ``train_on:
-forget,retain`` serves the two passes in that order, one optimizer step per batch.
+forget-then-retain`` serves the two passes in that order, one optimizer step per batch.
 The reference's defaults: SGD lr 5e-4, momentum 0.9, weight decay 5e-4, T = 4, γ (ce_weight)
 0.99, α (kl_weight) 0.001, msteps (max_step_epochs) 2 of 3 epochs, forget batches of 32
 (``del_batch_size``), retain batches of 128 (``sgda_batch_size``), and no augmentation.
@@ -57,7 +57,7 @@ class SCRUB(ImageUnlearningModule):
         **kwargs: `ImageUnlearningModule`'s other arguments (momentum, weight_decay).
     """
 
-    train_on = "forget,retain"
+    train_on = "forget-then-retain"
 
     def __init__(
         self,
