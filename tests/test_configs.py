@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import inspect
 import io
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from ps_lightning.benchmark import METHOD_CONFIGS
 from ps_lightning.cli import cli_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,3 +75,35 @@ def test_config_parses_and_asks_for_the_shared_request(config: Path) -> None:
         assert request_of(data) == request_of(shared)
     else:
         assert data["init_args"] | shared["init_args"] == data["init_args"]
+
+
+def init_default(method_class: type, key: str) -> Any:
+    """The default of an ``__init__`` argument, also one passed on to a base class."""
+    for klass in method_class.__mro__:
+        parameter = inspect.signature(klass.__init__).parameters.get(key)
+        if parameter is not None and parameter.default is not inspect.Parameter.empty:
+            return parameter.default
+    raise KeyError(f"{method_class.__name__} has no default for {key!r}")
+
+
+SELECTIONS = sorted((REPO / "benchmarks" / "results").glob("*-selection.json"))
+
+
+@pytest.mark.parametrize("selection", SELECTIONS, ids=lambda p: p.stem)
+def test_shipped_configs_run_the_values_their_selection_chose(selection: Path) -> None:
+    # The README's rule: the chosen point is what `configs/<dataset>/<method>.yaml` runs. A
+    # value left out of a config runs at the method's default, so the defaults count too.
+    dataset = selection.stem.removesuffix("-selection")
+    chosen = json.loads(selection.read_text())["selection"]
+    assert chosen, selection
+    for method, result in chosen.items():
+        if result["chosen_values"] is None:  # every point failed: runs as shipped
+            continue
+        config_name, overrides = METHOD_CONFIGS[method]
+        assert not overrides, f"{method}: shipped with overrides, not by its config alone"
+        model = yaml.safe_load((REPO / "configs" / dataset / config_name).read_text())["model"]
+        module, _, name = model["class_path"].rpartition(".")
+        method_class = getattr(importlib.import_module(module), name)
+        runs = {key: init_default(method_class, key) for key in result["chosen_values"]}
+        runs |= {k: v for k, v in model["init_args"].items() if k in result["chosen_values"]}
+        assert runs == result["chosen_values"], f"{dataset} {method}: config runs {runs}"
