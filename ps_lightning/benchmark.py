@@ -446,7 +446,7 @@ def selection_markdown(
     for method, result in selection.items():
         for name, entry in result["points"].items():
             gap = entry["mean_avg_gap"]
-            shown = "failed" if not math.isfinite(gap) else f"{gap:.4f}"
+            shown = "failed" if gap is None else f"{gap:.4f}"
             point = ", ".join(f"{k}={cli_value(v)}" for k, v in entry["values"].items())
             lines.append(
                 f"| {method} | {point} | {shown} | {'✓' if name == result['chosen'] else ''} |"
@@ -678,7 +678,7 @@ def run_selection(
             # The method is reported as shipped, so that its failure shows in the tables; the
             # other methods' selection and report go on.
             print(f"  {method}: {error} It is reported with its shipped values.", flush=True)
-            best, gap = None, math.inf
+            best, gap = None, None
         else:
             config, overrides = methods[method]
             chosen_methods[method] = (config, [*overrides, *point_overrides(method_points[best])])
@@ -689,10 +689,11 @@ def run_selection(
             "points": {
                 name: {
                     "values": values,
-                    "avg_gaps": scores[name],
+                    # A failed or non-finite run is null: standard JSON has no Infinity.
+                    "avg_gaps": [v if math.isfinite(v) else None for v in scores[name]],
                     "mean_avg_gap": statistics.fmean(scores[name])
                     if all(math.isfinite(v) for v in scores[name])
-                    else math.inf,
+                    else None,
                 }
                 for name, values in method_points.items()
             },

@@ -142,8 +142,11 @@ def test_a_method_failing_at_every_grid_point_is_reported_as_shipped_and_the_res
     selection_args = ["--grid", str(grid), "--select-seeds", "0"]
     places = ["--out", str(out), "--runs-dir", str(tmp_path / "runs")]
     main([*request, "--methods", "scrub", "ssd", *selection_args, *places])
-    selection = json.loads((out / "digits-selection.json").read_text())["selection"]
+    text = (out / "digits-selection.json").read_text()
+    assert "Infinity" not in text and "NaN" not in text  # standard JSON: failures are null
+    selection = json.loads(text)["selection"]
     assert selection["scrub"]["chosen"] is None
+    assert selection["scrub"]["points"]["scrub__lr-0p0001"]["avg_gaps"] == [None]
     assert selection["ssd"]["chosen"] == "ssd__alpha-10p0"
     assert "Every grid point failed for scrub" in (out / "digits-selection.md").read_text()
     report = [(config, args) for _, config, run, args in steps.calls if run.startswith("s3-")]
