@@ -453,7 +453,11 @@ def selection_markdown(
             )
     failed = [method for method, result in selection.items() if result["chosen"] is None]
     if failed:
-        lines += ["", f"Every grid point failed for {', '.join(failed)}: reported as shipped."]
+        lines += [
+            "",
+            f"Every grid point failed on at least one selection run for {', '.join(failed)}: "
+            "reported as shipped.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -591,6 +595,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.out is None:
         args.out = REPOSITORY_RESULTS if args.update_results else args.runs_dir / "results"
     grid = read_grid(args.grid, methods) if args.grid is not None else {}
+    if args.grid is not None and not grid:
+        parser.error(f"grid file '{args.grid}' has no point for the methods {sorted(methods)}.")
     harness = Harness(
         args.dataset,
         args.runs_dir,

@@ -8,6 +8,7 @@ import inspect
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -134,7 +135,18 @@ def test_a_method_failing_at_every_grid_point_is_reported_as_shipped_and_the_res
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     steps = FakeSteps(tmp_path / "runs", failing={"scrub"})
-    monkeypatch.setattr(Harness, "step", lambda self, *args: steps(*args))
+
+    def scored(*args: Any) -> Path:
+        # SSD's second point scores better than the first: the choice is not a tie's first.
+        run_dir = steps(*args)
+        summary_path = run_dir / "metrics.json"
+        summary = json.loads(summary_path.read_text()) if args[0] == "test" else {"models": {}}
+        if "ssd__alpha-50p0" in summary["models"]:
+            summary["models"]["ssd__alpha-50p0"]["gap_to_retrain"]["avg_gap"] = 0.05
+            summary_path.write_text(json.dumps(summary))
+        return run_dir
+
+    monkeypatch.setattr(Harness, "step", lambda self, *args: scored(*args))
     grid = tmp_path / "grid.yaml"
     grid.write_text("scrub:\n  lr: [0.0001, 0.0005]\nssd:\n  alpha: [10.0, 50.0]\n")
     out = tmp_path / "out"
@@ -147,14 +159,15 @@ def test_a_method_failing_at_every_grid_point_is_reported_as_shipped_and_the_res
     selection = json.loads(text)["selection"]
     assert selection["scrub"]["chosen"] is None
     assert selection["scrub"]["points"]["scrub__lr-0p0001"]["avg_gaps"] == [None]
-    assert selection["ssd"]["chosen"] == "ssd__alpha-10p0"
-    assert "Every grid point failed for scrub" in (out / "digits-selection.md").read_text()
+    assert selection["ssd"]["chosen"] == "ssd__alpha-50p0"
+    selection_table = (out / "digits-selection.md").read_text()
+    assert "Every grid point failed on at least one selection run for scrub" in selection_table
     report = [(config, args) for _, config, run, args in steps.calls if run.startswith("s3-")]
     scrub_args = next(args for config, args in report if config == "scrub.yaml")
     assert "--model.init_args.lr" not in scrub_args  # the shipped values
     assert next(args for config, args in report if config == "ssd.yaml")[-2:] == [
         "--model.init_args.alpha",
-        "10.0",
+        "50.0",
     ]
     table = json.loads((out / "digits-subclass.json").read_text())["per_seed"][0]
     assert "scrub" in table["failed"]
@@ -297,3 +310,16 @@ def test_each_step_run_says_which_of_all_planned_steps_it_is(
     # A resumed benchmark: every step is found finished, none runs.
     main([*BENCH, "--scenarios", "subclass", "random", *runs])
     assert [line for line in capsys.readouterr().out.splitlines() if " done, " in line] == []
+
+
+def test_a_grid_with_no_point_for_the_benchmarked_methods_is_refused_before_any_step(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("scrub:\n  lr: [0.001]\n")
+    runs = tmp_path / "runs"
+    selecting = ["--grid", str(grid), "--select-seeds", "1"]
+    with pytest.raises(SystemExit):
+        main([*BENCH[:4], "--runs-dir", str(runs), "--methods", "ssd", *selecting])
+    assert "has no point for the methods ['ssd']" in capsys.readouterr().err
+    assert not runs.exists()

@@ -144,7 +144,7 @@ def test_the_summary_reads_request_result_times_and_the_early_stop_from_the_run(
         f"  result      {tmp_path / 'checkpoints' / 'model.ckpt'}",
         f"  run folder  {tmp_path}",
         "  fit time    2.50 s on cuda:0 (peak host memory 1234 MiB)",
-        "  early stop  stopped at epoch 7; kept the head of step 12",
+        "  early stop  stopped training at epoch 7; kept the head of step 12",
     ]
 
 
@@ -162,11 +162,12 @@ def test_what_the_early_stop_did_is_told_apart() -> None:
     )
     assert kept is not None and kept.startswith("kept the starting head")
     ran = early_stop_text({"early_stop_used": True, "stopped_at_epoch": None, "restored_step": 50})
-    assert ran == "ran every epoch without reaching the held-out level; kept the head of step 50"
+    every_epoch = "let every epoch run without reaching the held-out level"
+    assert ran == f"{every_epoch}; kept the head of step 50"
     last = early_stop_text(
         {"early_stop_used": True, "stopped_at_epoch": None, "restored_step": None}
     )
-    assert last == "ran every epoch without reaching the held-out level; kept the last epoch's head"
+    assert last == f"{every_epoch}; kept the last epoch's head"
 
 
 @pytest.fixture(scope="module")

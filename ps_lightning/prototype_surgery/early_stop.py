@@ -25,9 +25,9 @@ def early_stop_outcome(record: dict[str, Any]) -> str | None:
         )
     stopped = record.get("stopped_at_epoch")
     when = (
-        f"stopped at epoch {stopped}"
+        f"stopped training at epoch {stopped}"
         if stopped is not None
-        else "ran every epoch without reaching the held-out level"
+        else "let every epoch run without reaching the held-out level"
     )
     restored = record.get("restored_step")
     # No step restored: training ran out and the last head was the closest to the level.
