@@ -178,17 +178,21 @@ class NothingToSelect(RuntimeError):
     """Every grid point of a method failed or gave a non-finite gap."""
 
 
+def mean_gap(values: list[float]) -> float | None:
+    """A grid point's mean avg gap over its runs; ``None`` when any run failed or is not
+    finite (a failed run scores ``inf``)."""
+    return statistics.fmean(values) if all(math.isfinite(v) for v in values) else None
+
+
 def select(scores: dict[str, list[float]], points: dict[str, dict[str, Any]]) -> tuple[str, float]:
     """The point with the lowest mean score (avg gap over selection seeds and scenarios); a
     point failed or not finite in any run is never chosen (`NothingToSelect` if none is left)."""
-    means = {
-        name: statistics.fmean(values) if all(math.isfinite(v) for v in values) else math.inf
-        for name, values in scores.items()
-    }
-    best = min(points, key=lambda name: means[name])
-    if not math.isfinite(means[best]):
+    means = {name: mean_gap(scores[name]) for name in points}
+    usable = {name: mean for name, mean in means.items() if mean is not None}
+    if not usable:
         raise NothingToSelect(f"every grid point of {sorted(points)} failed; nothing to select.")
-    return best, means[best]
+    best = min(usable, key=usable.__getitem__)
+    return best, usable[best]
 
 
 ARCHITECTURE_PATH = "ps_lightning.models."
@@ -697,9 +701,7 @@ def run_selection(
                     "values": values,
                     # A failed or non-finite run is null: standard JSON has no Infinity.
                     "avg_gaps": [v if math.isfinite(v) else None for v in scores[name]],
-                    "mean_avg_gap": statistics.fmean(scores[name])
-                    if all(math.isfinite(v) for v in scores[name])
-                    else None,
+                    "mean_avg_gap": mean_gap(scores[name]),
                 }
                 for name, values in method_points.items()
             },

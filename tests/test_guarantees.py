@@ -66,8 +66,9 @@ def cli_error(capsys: pytest.CaptureFixture, *args: str) -> str:
     return err[start:]
 
 
-def cumulative_naive_fit(run: str, ckpt: Path, manifest: Path, tmp_path: Path) -> list[str]:
-    """The command line of a cumulative Naive PS request ``run`` on ``ckpt`` (digits)."""
+def cumulative_naive_fit(run: str, ckpt: Path, manifest: Path | str, tmp_path: Path) -> list[str]:
+    """The command line of a cumulative Naive PS request ``run`` on ``ckpt`` (digits);
+    ``manifest`` "null" draws the split from the request options added after it."""
     return [
         "fit",
         "--config", str(CONFIGS / "naive_ps.yaml"),
@@ -169,13 +170,7 @@ def test_two_concurrent_cumulative_cli_requests_end_with_the_union_removed(
     for name, ids in requests.items():
         indices_file = write_indices(tmp_path / f"{name}.json", ids)
         args = [
-            "fit",
-            "--config", str(CONFIGS / "naive_ps.yaml"),
-            "--run", name,
-            "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
-            "--model.init_args.original_ckpt", str(ckpt),
-            "--model.init_args.cumulative", "true",
-            "--data.init_args.split_manifest", "null",
+            *cumulative_naive_fit(name, ckpt, "null", tmp_path),
             "--data.init_args.forget", "indices",
             "--data.init_args.forget_indices_file", str(indices_file),
             *QUIET,
