@@ -4,13 +4,13 @@ fatal, training epochs only where asked, and tables that show what was measured.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import math
 from pathlib import Path
 from typing import Any
 
 import pytest
+from unlearning_fixtures import init_default
 
 from ps_lightning.benchmark import (
     METHOD_CONFIGS,
@@ -207,8 +207,7 @@ def test_shipped_grids_name_known_methods_and_init_arguments(name: str) -> None:
 
     def as_run(point: dict, method: type) -> dict:
         # An axis a grid leaves out runs at the method's default, its reference value.
-        defaults = inspect.signature(method).parameters
-        return {key: point.get(key, defaults[key].default) for key in ("lr", "epochs")}
+        return {key: point.get(key, init_default(method, key)) for key in ("lr", "epochs")}
 
     # The reference values are grid points.
     assert {"lr": 0.013, "epochs": 10} in [as_run(p, SalUn) for p in grid["salun"]]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import inspect
 import io
 import json
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from unlearning_fixtures import init_default
 
 from ps_lightning.benchmark import METHOD_CONFIGS
 from ps_lightning.cli import cli_main
@@ -75,15 +75,6 @@ def test_config_parses_and_asks_for_the_shared_request(config: Path) -> None:
         assert request_of(data) == request_of(shared)
     else:
         assert data["init_args"] | shared["init_args"] == data["init_args"]
-
-
-def init_default(method_class: type, key: str) -> Any:
-    """The default of an ``__init__`` argument, also one passed on to a base class."""
-    for klass in method_class.__mro__:
-        parameter = inspect.signature(klass.__init__).parameters.get(key)
-        if parameter is not None and parameter.default is not inspect.Parameter.empty:
-            return parameter.default
-    raise KeyError(f"{method_class.__name__} has no default for {key!r}")
 
 
 SELECTIONS = sorted((REPO / "benchmarks" / "results").glob("*-selection.json"))

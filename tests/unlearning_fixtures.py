@@ -9,6 +9,7 @@ per module, so the expensive runs are cached in this module, not by pytest's ses
 
 from __future__ import annotations
 
+import inspect
 import json
 import shutil
 import subprocess
@@ -262,3 +263,13 @@ def ps_reference(original: Original, tmp_path_factory: pytest.TempPathFactory) -
         )
 
     return _once("ps", run)
+
+
+def init_default(method_class: type, key: str) -> Any:
+    """The value a method runs ``key`` at when a config leaves it out: the default of its
+    ``__init__`` argument, also one passed on to a base class."""
+    for klass in method_class.__mro__:
+        parameter = inspect.signature(klass.__init__).parameters.get(key)
+        if parameter is not None and parameter.default is not inspect.Parameter.empty:
+            return parameter.default
+    raise KeyError(f"{method_class.__name__} has no default for {key!r}")
