@@ -22,6 +22,8 @@ from ps_lightning.prototype_surgery.ledger import (
 MODEL_HASH = "a" * 64
 NUM_SAMPLES = 64
 # One feature row per training sample: the Gram of a request is a sum over its rows.
+# Within the per-test limit (pyproject.toml): a hung worker fails the test with its reason.
+WORKER_TIMEOUT = 90
 FEATURES = torch.randn(NUM_SAMPLES, 5, generator=torch.Generator().manual_seed(0)).double()
 
 
@@ -48,17 +50,31 @@ def cumulative_request(checkpoint: str, ids: list[int], name: str, start=None) -
 
 
 def run_concurrently(checkpoint: Path, requests: list[list[int]]) -> None:
-    context = multiprocessing.get_context("fork")
+    # Never forked from the test process: a child of it inherits the locks that its other
+    # threads (event writers, BLAS pools) held at that instant, and can wait on one for ever.
+    # The fork server is a fresh single-threaded process that has imported this module once.
+    # Daemons, terminated on the way out: a failure leaves no worker that keeps pytest waiting.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
     start = context.Barrier(len(requests))
     workers = [
-        context.Process(target=cumulative_request, args=(str(checkpoint), ids, f"r{n}", start))
+        context.Process(
+            target=cumulative_request, args=(str(checkpoint), ids, f"r{n}", start), daemon=True
+        )
         for n, ids in enumerate(requests)
     ]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(timeout=120)
-        assert worker.exitcode == 0
+    try:
+        for worker in workers:
+            worker.start()
+        deadline = time.monotonic() + WORKER_TIMEOUT
+        for worker in workers:
+            worker.join(timeout=max(0.0, deadline - time.monotonic()))
+            assert worker.exitcode == 0, f"worker exit code {worker.exitcode}"
+    finally:
+        for worker in workers:
+            if worker.is_alive():
+                worker.terminate()
+                worker.join()
 
 
 @pytest.mark.parametrize("num_requests", [2, 8])
