@@ -35,13 +35,15 @@ import math
 import re
 import shutil
 import statistics
+import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ps_lightning.cli import StepFailed, finished_file, run_step
+from ps_lightning.cli import StepFailed, finished_file, resolved_config, run_step
 from ps_lightning.console import StepProgress
 from ps_lightning.files import atomic_write_json, atomic_write_text
 from ps_lightning.models import ARCHITECTURES
@@ -72,22 +74,27 @@ SCENARIOS: dict[str, list[str]] = {
     ],
 }
 
-# name → (config file of the dataset, overrides). `ps` is the shipped configuration.
+# name → (config file of the dataset, overrides). `ps` is the shipped configuration; `ps_paper`
+# is completed per dataset by `method_configs`.
 METHOD_CONFIGS: dict[str, tuple[str, list[str]]] = {
     "naive_ps": ("naive_ps.yaml", []),
     "ps_paper": (
         "ps.yaml",
         [
+            "--model.init_args.method",
+            "ps",
+            "--model.init_args.trainable",
+            "bias",
+            "--model.init_args.loss",
+            "paper",
+            "--model.init_args.optimizer",
+            "adam",
+            "--model.init_args.weight_decay",
+            "0.0001",
             "--model.init_args.early_stop",
             "off",
             "--model.init_args.retain_anchor",
             "0",
-            "--model.init_args.trainable",
-            "bias",
-            "--model.init_args.method",
-            "ps",
-            "--model.init_args.loss",
-            "paper",
         ],
     ),
     "ps": ("ps.yaml", []),
@@ -99,6 +106,34 @@ METHOD_CONFIGS: dict[str, tuple[str, list[str]]] = {
     "scrub": ("scrub.yaml", []),
     "ssd": ("ssd.yaml", []),
 }
+
+# The released code's PS learning rate and epochs per dataset (its MNIST, CIFAR-10, CIFAR-100
+# and TinyImageNet settings; the 28x28 grayscale sets take MNIST's): `ps_paper` runs these
+# whatever the dataset's ps.yaml ships.
+PAPER_PS_SCHEDULE: dict[str, tuple[float, int]] = {
+    "digits": (0.01, 50),
+    "mnist": (0.01, 50),
+    "fashion_mnist": (0.01, 50),
+    "cifar10": (0.05, 150),
+    "cifar100": (0.15, 150),
+    "tinyimagenet": (0.3, 150),
+}
+
+
+def method_configs(dataset: str) -> dict[str, tuple[str, list[str]]]:
+    """The methods the harness offers on ``dataset``: `METHOD_CONFIGS`, with `ps_paper` given
+    the paper's learning rate and epochs for it (left out where the paper has none)."""
+    methods: dict[str, tuple[str, list[str]]] = {}
+    for name, (config, overrides) in METHOD_CONFIGS.items():
+        if name == "ps_paper":
+            if dataset not in PAPER_PS_SCHEDULE:
+                continue
+            lr, epochs = PAPER_PS_SCHEDULE[dataset]
+            overrides = [*overrides, "--model.init_args.lr", str(lr)]
+            overrides += ["--model.init_args.epochs", str(epochs)]
+        methods[name] = (config, overrides)
+    return methods
+
 
 METRICS = (
     "linear_probe_forget_acc",
@@ -196,6 +231,40 @@ def select(scores: dict[str, list[float]], points: dict[str, dict[str, Any]]) ->
 
 
 ARCHITECTURE_PATH = "ps_lightning.models."
+# What a step's key writes for the harness's runs folder; the file in a step's run folder that
+# records its key and the commit that ran it.
+RUNS_DIR_KEY = "<runs-dir>"
+STEP_RECORD = "bench-step.json"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One CLI step of the harness: its command (without the run's name and folder), the
+    SHA-256 of its resolved configuration, and the run folder that digest names."""
+
+    subcommand: str
+    config: str
+    run: str
+    args: list[str]
+    command: list[str]
+    digest: str
+    run_dir: Path
+
+
+def source_commit() -> str | None:
+    """The commit of the checkout this code runs from (``-dirty`` with uncommitted changes to
+    tracked files), or ``None`` outside a git checkout."""
+    root = REPOSITORY_CONFIGS.parent
+    try:
+        head, status = (
+            subprocess.run(
+                ["git", "-C", str(root), *args], capture_output=True, text=True, check=True
+            ).stdout.strip()
+            for args in (["rev-parse", "HEAD"], ["status", "--porcelain", "--untracked-files=no"])
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("-dirty" if status else "")
 
 
 class Harness:
@@ -211,13 +280,14 @@ class Harness:
     ) -> None:
         self.dataset = dataset
         self.configs = configs / dataset
-        self.runs_dir = runs_dir
+        # Absolute: the steps' keys write it as <runs-dir> wherever their arguments name it.
+        self.runs_dir = runs_dir.resolve()
         self.isolate = isolate
         self.extra = extra
+        self.max_epochs, self.architecture = max_epochs, architecture
         self.progress = StepProgress(total=None)
-        # Only for original and retrain training: without them, their command lines (and so the
-        # cache keys of runs made before these options existed) are unchanged. The methods
-        # read the architecture from the original's checkpoint.
+        # Only for original and retrain training: the methods read the architecture from the
+        # original's checkpoint.
         self.training = (
             [] if architecture is None else ["--model", ARCHITECTURE_PATH + architecture]
         )
@@ -229,23 +299,51 @@ class Harness:
                 str(max_epochs),
             ]
 
-    def step(self, subcommand: str, config: str, run: str, args: list[str]) -> Path:
-        """Run one CLI step unless its cached result exists; return its run directory."""
-        # The cache key names the config as `configs/<dataset>/<file>` wherever the configs
-        # lie, as it did when they were found through the working directory: runs made then
-        # are still found.
-        config_key = str(Path("configs") / self.dataset / config)
-        key = [subcommand, "--config", config_key, *args, *self.extra]
-        digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:12]
+    def settings(self) -> dict[str, Any]:
+        """The arguments besides the configs that every step's key holds: ``Harness(dataset,
+        runs_dir, isolate, **settings)`` plans the same steps again."""
+        return {
+            "extra": self.extra,
+            "max_epochs": self.max_epochs,
+            "architecture": self.architecture,
+        }
+
+    def plan(self, subcommand: str, config: str, run: str, args: list[str]) -> Step:
+        """A step as it would run, keyed by what it would run: `resolved_config` of its command
+        (config files, included files, command-line values and every class default), with this
+        harness's runs folder written as ``<runs-dir>``, so that the key is the same on every
+        machine and still names the upstream steps' runs (whose names hold their own keys)."""
         command = [subcommand, "--config", str(self.configs / config), *args, *self.extra]
-        run_dir = self.runs_dir / self.dataset / f"{run}-{digest}"
+        resolved = resolved_config(command)
+        resolved[subcommand].pop("run")  # the harness names the run after the key
+        text = json.dumps(resolved, sort_keys=True).replace(str(self.runs_dir), RUNS_DIR_KEY)
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        run_dir = self.runs_dir / self.dataset / f"{run}-{digest[:12]}"
+        return Step(subcommand, config, run, args, command, digest, run_dir)
+
+    def step(self, subcommand: str, config: str, run: str, args: list[str]) -> Path:
+        """Run one CLI step unless a finished run of the same configuration exists; return its
+        run directory, which holds `STEP_RECORD`: its configuration's digest and the commit of
+        the code that ran it."""
+        planned = self.plan(subcommand, config, run, args)
+        run_dir = planned.run_dir
         done = finished_file(run_dir, subcommand)
         if done.is_file():
             self.progress.finished(ran=False)
             return run_dir
         if run_dir.exists():  # an interrupted attempt: its files are incomplete
             shutil.rmtree(run_dir)
-        command += [
+        run_dir.mkdir(parents=True)
+        atomic_write_json(
+            run_dir / STEP_RECORD,
+            {
+                "config_digest": planned.digest,
+                "commit": source_commit(),
+                "command": planned.command,
+            },
+        )
+        command = [
+            *planned.command,
             "--run",
             run_dir.name,
             "--trainer.logger.init_args.save_dir",
@@ -269,6 +367,20 @@ class Harness:
     def seed_run(
         self, seed: int, scenario: str, methods: dict[str, tuple[str, list[str]]]
     ) -> dict[str, Any]:
+        """Every step of one seed and scenario; the evaluation's summary with the methods that
+        failed, the seed, and each step's run, configuration digest and commit."""
+        runs, failed = self.seed_steps(seed, scenario, methods)
+        summary = json.loads((runs["evaluate"] / "metrics.json").read_text())
+        summary["failed"] = failed
+        summary["seed"] = seed
+        summary["steps"] = {name: step_record(run_dir) for name, run_dir in runs.items()}
+        return summary
+
+    def seed_steps(
+        self, seed: int, scenario: str, methods: dict[str, tuple[str, list[str]]]
+    ) -> tuple[dict[str, Path], dict[str, str]]:
+        """Run (`step`) original, retrain, each method and the evaluation of one seed and
+        scenario: their run folders by name, and the methods that failed with the reason."""
         request = [*SCENARIOS[scenario], "--data.init_args.seed", str(seed)]
         original = self.step(
             # Without the request: one original model per seed serves every scenario.
@@ -329,9 +441,19 @@ class Harness:
                 "retrain",
             ],
         )
-        summary = json.loads((evaluation / "metrics.json").read_text())
-        summary["failed"] = failed
-        return summary
+        runs = {name: path.parents[1] for name, path in checkpoints.items()}
+        return {**runs, "evaluate": evaluation}, failed
+
+
+def step_record(run_dir: Path) -> dict[str, Any]:
+    """A step's run folder name, configuration digest and commit (`STEP_RECORD`)."""
+    path = run_dir / STEP_RECORD
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    return {
+        "run": run_dir.name,
+        "config_digest": record.get("config_digest"),
+        "commit": record.get("commit"),
+    }
 
 
 def planned_steps(scenarios: int, seeds: int, methods: int) -> int:
@@ -495,9 +617,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--methods",
         nargs="+",
-        default=list(METHOD_CONFIGS),
+        default=None,
         help=f"methods beside original and retrain, from {', '.join(METHOD_CONFIGS)} "
-        "(default: all)",
+        "(default: all; ps_paper only where the paper has values for the dataset)",
     )
     parser.add_argument(
         "--variant",
@@ -564,16 +686,26 @@ def main(argv: list[str] | None = None) -> None:
         help="seeds of the selection (never reported); needs --grid, disjoint from --seeds",
     )
     parser.add_argument(
+        "--select-methods",
+        nargs="+",
+        default=None,
+        help="with --grid: select only these methods (the others run as shipped) and keep the "
+        "other methods' entries of an existing selection table of the same seeds and scenarios",
+    )
+    parser.add_argument(
         "--trainer-arg",
         action="append",
         default=[],
         help="extra CLI argument for every step, e.g. --trainer-arg=--trainer.accelerator=gpu",
     )
     args = parser.parse_args(argv)
-    unknown = [m for m in args.methods if m not in METHOD_CONFIGS]
+    offered = method_configs(args.dataset)
+    args.methods = list(offered) if args.methods is None else args.methods
+    unknown = [m for m in args.methods if m not in offered]
     if unknown:
         parser.error(
-            f"unknown methods {unknown}; known: {sorted(METHOD_CONFIGS)} (or use --variant)"
+            f"unknown methods {unknown} for {args.dataset!r}; known: {sorted(offered)} (or use "
+            "--variant; ps_paper needs the paper's values for the dataset, PAPER_PS_SCHEDULE)"
         )
     if (args.grid is None) != (not args.select_seeds):
         parser.error("--grid and --select-seeds go together.")
@@ -584,7 +716,7 @@ def main(argv: list[str] | None = None) -> None:
             f"selection seeds {args.select_seeds} overlap the report seeds {args.seeds}: a "
             "reported result must not come from the seeds its values were chosen on."
         )
-    methods = {m: METHOD_CONFIGS[m] for m in args.methods}
+    methods = {m: offered[m] for m in args.methods}
     methods.update(parse_variant(v) for v in args.variant)
     if not (args.configs / args.dataset).is_dir():
         parser.error(
@@ -599,6 +731,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.out is None:
         args.out = REPOSITORY_RESULTS if args.update_results else args.runs_dir / "results"
     grid = read_grid(args.grid, methods) if args.grid is not None else {}
+    if args.select_methods is not None:
+        if args.grid is None or not set(args.select_methods) <= set(grid):
+            parser.error(
+                f"--select-methods {args.select_methods}: needs --grid, and names methods of "
+                f"the grid that are benchmarked ({sorted(grid)})."
+            )
+        grid = {method: grid[method] for method in args.select_methods}
     if args.grid is not None and not grid:
         parser.error(f"grid file '{args.grid}' has no point for the methods {sorted(methods)}.")
     harness = Harness(
@@ -637,6 +776,8 @@ def main(argv: list[str] | None = None) -> None:
             stem.with_suffix(".json"),
             {
                 "seeds": args.seeds,
+                "commit": source_commit(),
+                "harness": harness.settings(),
                 "methods": {
                     name: {"config": config, "overrides": overrides}
                     for name, (config, overrides) in methods.items()
@@ -647,6 +788,17 @@ def main(argv: list[str] | None = None) -> None:
         )
         print(text, flush=True)
     print(f"tables written to {args.out}", flush=True)
+
+
+def kept_selection(path: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """With ``--select-methods``: the entries of the other methods in the selection table at
+    ``path``, when it was made on the same seeds and scenarios (else none)."""
+    if args.select_methods is None or not path.is_file():
+        return {}
+    previous = json.loads(path.read_text())
+    if (previous["select_seeds"], previous["scenarios"]) != (args.select_seeds, args.scenarios):
+        return {}
+    return {m: e for m, e in previous["selection"].items() if m not in args.select_methods}
 
 
 def run_selection(
@@ -693,6 +845,7 @@ def run_selection(
             config, overrides = methods[method]
             chosen_methods[method] = (config, [*overrides, *point_overrides(method_points[best])])
         selection[method] = {
+            "commit": source_commit(),
             "chosen": best,
             "chosen_values": None if best is None else method_points[best],
             "mean_avg_gap": gap,
@@ -707,12 +860,15 @@ def run_selection(
             },
         }
     stem = args.out / f"{args.dataset}-selection"
+    selection = kept_selection(stem.with_suffix(".json"), args) | selection
     text = selection_markdown(args.dataset, args.scenarios, args.select_seeds, selection)
     atomic_write_text(stem.with_suffix(".md"), text)
     atomic_write_json(
         stem.with_suffix(".json"),
         {
             "rule": "lowest mean avg_gap over the selection seeds and scenarios",
+            "commit": source_commit(),
+            "harness": harness.settings(),
             "select_seeds": args.select_seeds,
             "report_seeds": args.seeds,
             "scenarios": args.scenarios,

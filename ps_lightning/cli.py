@@ -9,18 +9,20 @@ evaluates a checkpoint; `ps-lightning bench ...` runs the benchmark harness
 from __future__ import annotations
 
 import atexit
+import functools
 import subprocess
 import sys
 import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch.distributed as dist
 import yaml
 from lightning.pytorch.callbacks import Callback, ProgressBar
-from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 # jsonargparse resolves a short class name (`--model PSUnlearnModule`, `--model.help LeNet5`)
 # among the subclasses imported so far: import every module class the command offers.
@@ -173,14 +175,10 @@ def _destroy_process_group() -> None:
         dist.destroy_process_group()
 
 
-def cli_main(args: list[str] | None = None, run: bool = True) -> PSLightningCLI:
-    """Run (or, ``run=False``, only build) one step; a run ends with its summary."""
-    started = time.perf_counter()
-    quiet_known_noise()
-    # Registered by the run, not by importing the module; once, however many runs a process makes.
-    atexit.unregister(_destroy_process_group)
-    atexit.register(_destroy_process_group)
-    cli = PSLightningCLI(
+def _build_cli(
+    cli_class: type[PSLightningCLI], args: list[str] | None, run: bool
+) -> PSLightningCLI:
+    return cli_class(
         L.LightningModule,
         UnlearningDataModule,
         subclass_mode_model=True,
@@ -190,6 +188,45 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> PSLightningCLI:
         args=args,
         run=run,
     )
+
+
+class _ParserBuilt(Exception):
+    def __init__(self, parser: LightningArgumentParser) -> None:
+        self.parser = parser
+
+
+class _ParseOnlyCLI(PSLightningCLI):
+    """The command's own parser, handed back before anything is seeded or instantiated."""
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: object) -> None:
+        raise _ParserBuilt(parser)
+
+
+@functools.cache
+def _step_parser() -> LightningArgumentParser:
+    try:
+        _build_cli(_ParseOnlyCLI, ["fit"], run=True)
+    except _ParserBuilt as built:
+        return built.parser
+    raise AssertionError("LightningCLI no longer calls parse_arguments")
+
+
+def resolved_config(command: Sequence[str]) -> dict[str, Any]:
+    """What a step (``fit ...`` or ``test ...``) would run, without running or building it: its
+    config files and their included files read, every command-line value applied and every class
+    argument it leaves out filled with that class's default, as LightningCLI resolves them."""
+    parser = _step_parser()
+    return yaml.safe_load(parser.dump(parser.parse_args(list(command)), skip_none=False))
+
+
+def cli_main(args: list[str] | None = None, run: bool = True) -> PSLightningCLI:
+    """Run (or, ``run=False``, only build) one step; a run ends with its summary."""
+    started = time.perf_counter()
+    quiet_known_noise()
+    # Registered by the run, not by importing the module; once, however many runs a process makes.
+    atexit.unregister(_destroy_process_group)
+    atexit.register(_destroy_process_group)
+    cli = _build_cli(PSLightningCLI, args, run)
     trainer = cli.trainer
     # `log_dir` is a broadcast: every process must ask, or rank 0 waits on the others alone.
     log_dir = trainer.log_dir if run else None

@@ -3,9 +3,9 @@ fatal, training epochs only where asked, and tables that show what was measured.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,10 @@ from ps_lightning.benchmark import (
     point_overrides,
     read_grid,
     select,
+    source_commit,
 )
+from ps_lightning.cli import _step_parser
+from ps_lightning.prototype_surgery import PSUnlearnModule
 from ps_lightning.unlearning import SCRUB, SalUn
 
 REPO = Path(__file__).resolve().parents[1]
@@ -214,29 +217,52 @@ def test_shipped_grids_name_known_methods_and_init_arguments(name: str) -> None:
     assert {"lr": 0.0005, "epochs": 3} in [as_run(p, SCRUB) for p in grid["scrub"]]
 
 
-def test_a_steps_cache_key_does_not_depend_on_where_the_configs_lie(
+def _ps_step_dir(configs: Path, runs: Path) -> Path:
+    harness = Harness("digits", runs, False, ["--data.init_args.data_dir=data"], configs=configs)
+    original = harness.plan("fit", "original.yaml", "s0-original", ["--seed_everything", "0"])
+    checkpoint = ["--model.init_args.original_ckpt", str(original.run_dir / "model.ckpt")]
+    return harness.plan("fit", "ps.yaml", "s0-ps", checkpoint).run_dir
+
+
+def test_a_steps_key_is_its_resolved_configuration_wherever_configs_and_runs_lie(
+    tmp_path: Path,
+) -> None:
+    copied = tmp_path / "copied-configs"
+    shutil.copytree(REPO / "configs", copied)
+    shipped = _ps_step_dir(REPO / "configs", tmp_path / "runs")
+    # Another folder of the same configs, another runs folder: the same key.
+    assert _ps_step_dir(copied, tmp_path / "elsewhere" / "runs").name == shipped.name
+    assert shipped.parent == (tmp_path / "runs" / "digits").resolve()
+
+    # The step's own config file.
+    ps = copied / "digits" / "ps.yaml"
+    ps.write_text(ps.read_text().replace("lr: 0.03", "lr: 0.05"))
+    edited = _ps_step_dir(copied, tmp_path / "runs")
+    assert edited.name != shipped.name
+    # A file the original's config includes: the original's key, and so (through the
+    # original's run folder in its arguments) the method's.
+    trainer = copied / "digits" / "train" / "trainer.yaml"
+    trainer.write_text(trainer.read_text().replace("max_epochs: 30", "max_epochs: 29"))
+    assert _ps_step_dir(copied, tmp_path / "runs").name not in (shipped.name, edited.name)
+
+
+def test_a_class_default_is_part_of_a_steps_key(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    commands: list[list[str]] = []
-    monkeypatch.setattr(
-        "ps_lightning.benchmark.run_step", lambda command, in_child: commands.append(command)
-    )
-    elsewhere = tmp_path / "copied-configs"
-    run_dirs = [
-        Harness("digits", tmp_path / "runs", False, [], configs=configs).step(
-            "fit", "ps.yaml", "s0-ps", ["--seed_everything", "0"]
-        )
-        for configs in (REPO / "configs", elsewhere)
-    ]
-    assert run_dirs[0] == run_dirs[1]
-    # The key of runs made when the harness read configs/ from the working directory.
-    before = ["fit", "--config", "configs/digits/ps.yaml", "--seed_everything", "0"]
-    digest = hashlib.sha256(json.dumps(before).encode()).hexdigest()[:12]
-    assert run_dirs[0] == tmp_path / "runs" / "digits" / f"s0-ps-{digest}"
-    assert [c[2] for c in commands] == [
-        str(REPO / "configs" / "digits" / "ps.yaml"),
-        str(elsewhere / "digits" / "ps.yaml"),
-    ]
+    shipped = _ps_step_dir(REPO / "configs", tmp_path)
+    init = PSUnlearnModule.__init__
+    names = init.__code__.co_varnames[: init.__code__.co_argcount][-len(init.__defaults__) :]
+    defaults = dict(zip(names, init.__defaults__, strict=True))
+    assert defaults["top_k"] == 2  # ps.yaml leaves it to the class
+    monkeypatch.setattr(init, "__defaults__", tuple({**defaults, "top_k": 3}.values()))
+    # Parsers are built once per process, a class's by jsonargparse too: build them anew.
+    monkeypatch.setattr("jsonargparse._typehints._cached_class_parsers", {})
+    _step_parser.cache_clear()
+    try:
+        assert _ps_step_dir(REPO / "configs", tmp_path).name != shipped.name
+    finally:
+        monkeypatch.undo()
+        _step_parser.cache_clear()
 
 
 def _fake_run_step(command: list[str], in_child: bool) -> None:
@@ -245,7 +271,7 @@ def _fake_run_step(command: list[str], in_child: bool) -> None:
     save_dir = Path(command[command.index("--trainer.logger.init_args.save_dir") + 1])
     run_dir = save_dir / "digits" / command[command.index("--run") + 1]
     if command[0] == "fit":
-        (run_dir / "checkpoints").mkdir(parents=True)
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         (run_dir / "checkpoints" / "model.ckpt").write_bytes(b"")
         return
     listing = command[command.index("--model.init_args.checkpoints") + 1]
@@ -255,7 +281,7 @@ def _fake_run_step(command: list[str], in_child: bool) -> None:
         "gap_to_retrain": {"avg_gap": 0.1, "avg_gap_without_mia": 0.2},
         "timing": {},
     }
-    run_dir.mkdir(parents=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "metrics.json").write_text(
         json.dumps({"models": dict.fromkeys(names, row), "retrain": "retrain"})
     )
@@ -322,3 +348,37 @@ def test_a_grid_with_no_point_for_the_benchmarked_methods_is_refused_before_any_
         main([*BENCH[:4], "--runs-dir", str(runs), "--methods", "ssd", *selecting])
     assert "has no point for the methods ['ssd']" in capsys.readouterr().err
     assert not runs.exists()
+
+
+def test_a_config_edit_reruns_the_steps_it_touches_and_records_say_what_ran(
+    tmp_path: Path, fake_steps: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configs = tmp_path / "configs"
+    shutil.copytree(REPO / "configs", configs)
+    bench = [*BENCH, "--scenarios", "subclass", "--runs-dir", str(tmp_path / "runs")]
+    bench += ["--configs", str(configs), "--out", str(tmp_path / "results")]
+    main(bench)
+    capsys.readouterr()
+    ps = configs / "digits" / "ps.yaml"
+    ps.write_text(ps.read_text().replace("lr: 0.03", "lr: 0.05"))
+    main(bench)
+    ran = [
+        line.split("running ")[1]
+        for line in capsys.readouterr().out.splitlines()
+        if "running" in line
+    ]
+    # PS's step, and the evaluation that lists PS's new checkpoint; nothing else.
+    assert ran == ["s0-subclass-ps …", "s0-subclass-evaluate …"]
+
+    record = json.loads((tmp_path / "results" / "digits-subclass.json").read_text())
+    assert record["commit"] == source_commit() and record["commit"]
+    steps = record["per_seed"][0]["steps"]
+    harness = Harness("digits", tmp_path / "runs", False, [], configs=configs)
+    planned = harness.plan("fit", "original.yaml", "s0-original", ["--seed_everything", "0"])
+    assert steps["original"] == {
+        "run": planned.run_dir.name,
+        "config_digest": planned.digest,
+        "commit": source_commit(),
+    }
+    assert set(steps) == {"original", "retrain", "naive_ps", "ps", "evaluate"}
+    assert all(len(step["config_digest"]) == 64 for step in steps.values())
