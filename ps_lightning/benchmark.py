@@ -655,6 +655,12 @@ def main(argv: list[str] | None = None) -> None:
         "(what `make bench` does), replacing the tables there",
     )
     parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other methods' rows of the existing tables (same seeds; their original "
+        "and retrained models must score exactly as this run's) beside this run's",
+    )
+    parser.add_argument(
         "--isolate",
         action="store_true",
         help="run each step in its own process (needed for peak-memory figures)",
@@ -768,9 +774,15 @@ def main(argv: list[str] | None = None) -> None:
                 flush=True,
             )
             per_seed.append(harness.seed_run(seed, scenario, methods))
-        table = aggregate(per_seed, ["original", "retrain", *methods])
-        text = markdown(args.dataset, scenario, args.seeds, table, args.isolate)
         stem = args.out / f"{args.dataset}-{scenario}"
+        entries = {
+            name: {"config": config, "overrides": overrides}
+            for name, (config, overrides) in methods.items()
+        }
+        if args.merge:
+            per_seed, entries = merge_rows(stem.with_suffix(".json"), args.seeds, per_seed, entries)
+        table = aggregate(per_seed, ["original", "retrain", *entries])
+        text = markdown(args.dataset, scenario, args.seeds, table, args.isolate)
         atomic_write_text(stem.with_suffix(".md"), text)
         atomic_write_json(
             stem.with_suffix(".json"),
@@ -778,16 +790,57 @@ def main(argv: list[str] | None = None) -> None:
                 "seeds": args.seeds,
                 "commit": source_commit(),
                 "harness": harness.settings(),
-                "methods": {
-                    name: {"config": config, "overrides": overrides}
-                    for name, (config, overrides) in methods.items()
-                },
+                "methods": entries,
                 "table": table,
                 "per_seed": per_seed,
             },
         )
         print(text, flush=True)
     print(f"tables written to {args.out}", flush=True)
+
+
+def merge_rows(
+    path: Path, seeds: list[int], per_seed: list[dict[str, Any]], entries: dict[str, Any]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """With ``--merge``: this run's rows beside the other methods' rows of the table at ``path``
+    (if any), seed by seed. Refused unless that table has the same seeds and its original and
+    retrained models scored exactly as this run's: its rows' gaps were measured against them."""
+    if not path.is_file():
+        return per_seed, entries
+    previous = json.loads(path.read_text())
+    if previous["seeds"] != seeds:
+        raise ValueError(
+            f"--merge: '{path}' holds seeds {previous['seeds']}, this run {seeds}; merge runs "
+            "of the same seeds."
+        )
+    kept = {name: entry for name, entry in previous["methods"].items() if name not in entries}
+    merged = []
+    for new, old in zip(per_seed, previous["per_seed"], strict=True):
+        for reference in ("original", "retrain"):
+            if new["models"][reference]["metrics"] != old["models"][reference]["metrics"]:
+                raise ValueError(
+                    f"--merge: seed {new['seed']}'s {reference} model scores otherwise than the "
+                    f"one '{path}' measured its rows against (another thread count or CPU "
+                    "trains other weights); run every method instead."
+                )
+        merged.append(
+            {
+                **new,
+                "models": {
+                    **{n: row for n, row in old["models"].items() if n in kept},
+                    **new["models"],
+                },
+                "failed": {
+                    **{n: why for n, why in old["failed"].items() if n in kept},
+                    **new["failed"],
+                },
+                "steps": {
+                    **{n: step for n, step in old.get("steps", {}).items() if n in kept},
+                    **new["steps"],
+                },
+            }
+        )
+    return merged, {**kept, **entries}
 
 
 def kept_selection(path: Path, args: argparse.Namespace) -> dict[str, Any]:

@@ -382,3 +382,26 @@ def test_a_config_edit_reruns_the_steps_it_touches_and_records_say_what_ran(
     }
     assert set(steps) == {"original", "retrain", "naive_ps", "ps", "evaluate"}
     assert all(len(step["config_digest"]) == 64 for step in steps.values())
+
+
+def test_merge_keeps_the_other_methods_rows_only_beside_the_same_reference_models(
+    tmp_path: Path, fake_steps: Path
+) -> None:
+    out = tmp_path / "results"
+    bench = [*BENCH[:4], "--scenarios", "random", "--runs-dir", str(tmp_path / "runs")]
+    main([*bench, "--methods", "naive_ps", "ssd", "--out", str(out)])
+    first = json.loads((out / "digits-random.json").read_text())
+    main([*bench, "--methods", "ps", "ssd", "--out", str(out), "--merge"])
+    merged = json.loads((out / "digits-random.json").read_text())
+    assert list(merged["methods"]) == ["naive_ps", "ps", "ssd"]
+    assert merged["methods"]["naive_ps"] == first["methods"]["naive_ps"]
+    record = merged["per_seed"][0]
+    assert set(record["models"]) == {"original", "retrain", "naive_ps", "ps", "ssd"}
+    assert record["steps"]["naive_ps"] == first["per_seed"][0]["steps"]["naive_ps"]
+    assert "| naive_ps |" in (out / "digits-random.md").read_text()
+
+    # Rows measured against another original model are not merged.
+    first["per_seed"][0]["models"]["original"]["metrics"]["test_acc"] = 0.25
+    (out / "digits-random.json").write_text(json.dumps(first))
+    with pytest.raises(ValueError, match="original model scores otherwise"):
+        main([*bench, "--methods", "ps", "--out", str(out), "--merge"])
