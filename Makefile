@@ -126,7 +126,7 @@ $(REQUEST_DIR)/evaluate/table.md: $(ORIGINAL_CKPT) $(foreach s,retrain naive_ps 
 		--model.init_args.checkpoints '{original: $(ORIGINAL_CKPT), retrain: $(REQUEST_DIR)/retrain/checkpoints/model.ckpt, naive_ps: $(REQUEST_DIR)/naive_ps/checkpoints/model.ckpt, ps: $(REQUEST_DIR)/ps/checkpoints/model.ckpt}'
 
 # The benchmark harness (ps-lightning bench): resumable, its runs in $(RUNS_DIR)/bench. make bench
-# updates the committed tables benchmarks/results/<dataset>-<scenario>.{md,json} (--update-results;
+# updates the committed tables benchmarks/results/<dataset>-<scenario>.{md,json} (--out benchmarks/results;
 # ps-lightning bench alone writes them into <runs-dir>/results). SELECT=1: each method's values
 # are first chosen on SELECT_SEEDS by the grid benchmarks/grids/<dataset>.yaml (lowest mean avg gap; written
 # to benchmarks/results/<dataset>-selection.{md,json}), then reported on SEEDS (default 3 4 5).
@@ -143,7 +143,7 @@ bench: $(STAMP)
 		--scenarios $(SCENARIOS) $(if $(METHODS),--methods $(METHODS)) \
 		$(if $(SELECT),--grid $(GRID) --select-seeds $(SELECT_SEEDS)) \
 		$(if $(MAX_EPOCHS),--max-epochs $(MAX_EPOCHS)) $(if $(ARCHITECTURE),--architecture $(ARCHITECTURE)) \
-		--runs-dir $(RUNS_DIR)/bench --update-results $(if $(ISOLATE),--isolate) \
+		--runs-dir $(RUNS_DIR)/bench --out benchmarks/results $(if $(ISOLATE),--isolate) \
 		--trainer-arg=--trainer.accelerator=$(ACCELERATOR) --trainer-arg=--trainer.devices=$(DEVICES) \
 		--trainer-arg=--trainer.precision=$(PRECISION) --trainer-arg=--data.init_args.data_dir=$(DATA_DIR)
 

@@ -17,8 +17,8 @@ from pathlib import Path
 from common import CONFIGS, Clock, header, quiet_lightning, set_threads, step_args
 
 from ps_lightning import Unlearner
-from ps_lightning.cli import run_step
 from ps_lightning.data import DigitsDataModule
+from ps_lightning.steps import run_step
 
 
 def timed_request(unlearner: Unlearner, ids: list[int], **options: object) -> dict[str, float]:

@@ -37,7 +37,6 @@ import lightning as L
 import torch
 from common import CONFIGS, quiet_lightning, set_threads, step_args
 
-from ps_lightning.cli import run_step
 from ps_lightning.data import CIFAR10DataModule, DigitsDataModule
 from ps_lightning.data.sources import Source
 from ps_lightning.files import safe_torch_load
@@ -50,6 +49,7 @@ from ps_lightning.prototype_surgery.closed_form import (
     surgery_projection,
 )
 from ps_lightning.prototype_surgery.ledger import index_path
+from ps_lightning.steps import run_step
 
 DIGITS = CONFIGS / "digits"
 # (c) runs with deterministic algorithms; cuBLAS needs this before its first handle.

@@ -43,7 +43,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from ps_lightning.benchmark import SCENARIOS
+from ps_lightning.harness.methods import SCENARIOS
 from ps_lightning.prototype_surgery.ps_module import LOSSES, OPTIMIZERS, intra_op_threads
 from ps_lightning.prototype_surgery.soft_labels import soft_cross_entropy
 
@@ -86,7 +86,7 @@ def find_original(path: Path) -> Path:
 
 def fit(args: list[str]) -> tuple[Any, PhaseTimer]:
     """One unlearning fit through the product's CLI objects; returns the module and phases."""
-    from ps_lightning.cli import run_step
+    from ps_lightning.steps import run_step
 
     cli = run_step(["fit", *args], run=False)
     timer = PhaseTimer()

@@ -46,8 +46,8 @@ from common import (
     write_fake_mnist,
 )
 
-from ps_lightning.cli import run_step
 from ps_lightning.models import ResNet20
+from ps_lightning.steps import run_step
 from ps_lightning.timing import TIMING_NAME
 
 TARGET = 100.0  # each PS step's work must be ≥100× faster than retrain's

@@ -1,313 +1,82 @@
-"""The `ps-lightning` command: LightningCLI over every model and datamodule of the project.
+"""The `ps-lightning` command: its subcommands, and where each one goes.
 
 `ps-lightning fit --config configs/<dataset>/<step>.yaml` trains an original or retrained model
-or runs an unlearning method; `ps-lightning test --config configs/<dataset>/evaluate.yaml`
-evaluates a checkpoint; `ps-lightning bench ...` runs the benchmark harness
-(`ps_lightning.benchmark`).
+or runs an unlearning method and `ps-lightning test --config configs/<dataset>/evaluate.yaml`
+evaluates checkpoints (`validate` and `predict` as LightningCLI offers them): one step each,
+run by `ps_lightning.steps`. `ps-lightning bench ...` runs the benchmark harness
+(`ps_lightning.harness`). Each subcommand parses its own arguments; this module only chooses
+it, and answers ``--help`` (every subcommand) and ``--version``.
 """
 
 from __future__ import annotations
 
-import atexit
-import functools
-import subprocess
+import argparse
 import sys
-import time
-import traceback
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from importlib.metadata import PackageNotFoundError, version
 
-import lightning as L
-import torch.distributed as dist
-import yaml
-from lightning.pytorch.callbacks import Callback, ProgressBar
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from ps_lightning.harness.main import main as bench_main
+from ps_lightning.steps import run_command
 
-# jsonargparse resolves a short class name (`--model PSUnlearnModule`, `--model.help LeNet5`)
-# among the subclasses imported so far: import every module class the command offers.
-import ps_lightning.evaluation
-import ps_lightning.models
-import ps_lightning.prototype_surgery.ps_module
-import ps_lightning.unlearning  # noqa: F401
-from ps_lightning.console import RunProgressBar, print_summary, quiet_known_noise
-from ps_lightning.data.datamodule import UnlearningDataModule
-
-TRAINER_DEFAULTS = {
-    "logger": {
-        "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-        "init_args": {"save_dir": "runs", "default_hp_metric": False},
-    },
+# The LightningCLI subcommands, each one step (`ps_lightning.steps`), and the harness: what
+# `ps-lightning --help` says of each, on one line.
+STEP_COMMANDS = {
+    "fit": "train an original or retrained model, or unlearn with a method",
+    "validate": "one evaluation epoch of a model over its validation set",
+    "test": "evaluate checkpoints side by side: metrics.json and table.md",
+    "predict": "a model's predictions over a datamodule (Lightning's loop)",
 }
+COMMANDS = {**STEP_COMMANDS, "bench": "the benchmark harness: every method, seed and scenario"}
+# LightningCLI's own options, given before its subcommand (`-c` reads a file of every
+# subcommand's settings): handed to it as they were before `bench` shared the command.
+LIGHTNING_OPTIONS = ("-c", "--config", "--print_config")
 
 
-def finished_file(run_dir: Path, subcommand: str) -> Path:
-    """What a finished run of ``subcommand`` leaves in ``run_dir``: an evaluation's
-    ``metrics.json``, a training's result checkpoint (an interrupted run lacks it)."""
-    return run_dir / ("metrics.json" if subcommand == "test" else "checkpoints/model.ckpt")
-
-
-def reused_run_folder(
-    run_dir: Path, config_name: str, testing: bool, resuming: bool
-) -> FileExistsError | None:
-    """The error for a run into ``run_dir`` when it holds a run's ``config_name`` already, or
-    ``None`` when that run may go on: a training run resumed (``--ckpt_path``) before it
-    finished (whether with the same settings is `RunFolderConfig`'s check)."""
-    if not (run_dir / config_name).is_file():
-        return None
-    # An evaluation has nothing to resume.
-    finished = finished_file(run_dir, "test" if testing else "fit")
-    if resuming and not testing and not finished.exists():
-        return None
-    if finished.exists():
-        state = f"a finished run (its {config_name} and {finished.name})"
-        fix = "delete that folder to redo it"
-    elif testing:
-        state = f"an interrupted evaluation (its {config_name}, no {finished.name})"
-        fix = "delete that folder to redo it"
-    else:
-        state = f"an interrupted run (its {config_name}, no {finished.name})"
-        fix = "resume it with the same settings and --ckpt_path last"
-    return FileExistsError(
-        f"the run folder '{run_dir}' holds {state}: name another run with --run NAME, or {fix}."
-    )
-
-
-class RunFolderConfig(SaveConfigCallback):
-    """Writes the run's config.yaml; a run folder that holds one already is refused, unless
-    this run resumes it (``--ckpt_path``) with the same settings and it has not finished."""
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self.already_saved or not trainer.log_dir:
-            return
-        run_dir = Path(trainer.log_dir)
-        config_path = run_dir / self.config_filename
-        # Rank 0 alone looks at the folder: the other processes may start after it wrote there.
-        if not trainer.strategy.broadcast(trainer.is_global_zero and config_path.is_file()):
-            super().setup(trainer, pl_module, stage)
-            return
-        testing = trainer.state.fn == "test"
-        resuming = self.config.get("ckpt_path") is not None
-        error = reused_run_folder(run_dir, self.config_filename, testing, resuming)
-        if error is not None:
-            raise error
-        saved = yaml.safe_load(config_path.read_text())
-        current = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
-        changed = sorted(
-            key
-            for key in set(saved) | set(current)
-            if key != "ckpt_path" and saved.get(key) != current.get(key)
-        )
-        if changed:
-            raise ValueError(
-                f"resuming '{run_dir}' with other settings than it was started with (they differ "
-                f"in {changed}); resume with the settings of its {self.config_filename}, or "
-                "start another run (--run NAME)."
-            )
-        self.already_saved = True  # the resumed run keeps its own config.yaml
-
-
-class PSLightningCLI(LightningCLI):
-    def add_arguments_to_parser(self, parser) -> None:
-        # The data decide the class count and input channels; models never repeat them.
-        parser.link_arguments(
-            "data.num_classes", "model.init_args.num_classes", apply_on="instantiate"
-        )
-        parser.link_arguments(
-            "data.in_channels", "model.init_args.in_channels", apply_on="instantiate"
-        )
-        # Every run lands in <save_dir>/<dataset>/<run>/: logs, checkpoints/model.ckpt, config.yaml
-        # and split.json side by side, at a path later steps can name.
-        parser.add_argument(
-            "--run",
-            type=str,
-            default="run",
-            help="Run name: the folder under <save_dir>/<dataset>/.",
-        )
-        parser.link_arguments("run", "trainer.logger.init_args.version")
-        parser.link_arguments(
-            "data.dataset_name", "trainer.logger.init_args.name", apply_on="instantiate"
-        )
-
-    def _instantiate_trainer(self, config: dict, callbacks: list[Callback]) -> L.Trainer:
-        # Lightning's own bar, minus its meaningless v_num, wherever Lightning would add one.
-        listed = config.get("callbacks") or []
-        listed = listed if isinstance(listed, list) else [listed]
-        has_bar = any(isinstance(c, ProgressBar) for c in [*listed, *callbacks])
-        if config.get("enable_progress_bar") is not False and not has_bar:
-            callbacks = [*callbacks, RunProgressBar()]
-        return super()._instantiate_trainer(config, callbacks)
-
-    def _refuse_bad_input(self) -> None:
-        # Unlearning and evaluation modules check their checkpoints against the split here,
-        # before the Trainer creates a run directory, so that bad input writes nothing.
-        check = getattr(self.model, "check_data", None)
-        if check is not None:
-            check(self.datamodule)
-        # A reused run folder too: the Trainer's logger writes an event file into it before
-        # RunFolderConfig can refuse it. In one process only; under several, rank 0 writes
-        # the folder while the others start, and RunFolderConfig decides for all of them.
-        log_dir = self.trainer.log_dir
-        if self.trainer.world_size == 1 and log_dir:
-            error = reused_run_folder(
-                Path(log_dir),
-                self.save_config_kwargs.get("config_filename", "config.yaml"),
-                testing=self.subcommand == "test",
-                resuming=self._get(self.config, "ckpt_path") is not None,
-            )
-            if error is not None:
-                raise error
-
-    def before_fit(self) -> None:
-        self._refuse_bad_input()
-
-    def before_test(self) -> None:
-        self._refuse_bad_input()
-
-    def before_validate(self) -> None:
-        self._refuse_bad_input()
-
-
-def _destroy_process_group() -> None:
-    # gloo aborts at interpreter exit ("terminate called without an active exception") when a
-    # process group is still alive.
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def _build_cli(
-    cli_class: type[PSLightningCLI], args: list[str] | None, run: bool
-) -> PSLightningCLI:
-    return cli_class(
-        L.LightningModule,
-        UnlearningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        trainer_defaults=TRAINER_DEFAULTS,
-        save_config_callback=RunFolderConfig,
-        args=args,
-        run=run,
-    )
-
-
-class _ParserBuilt(Exception):
-    def __init__(self, parser: LightningArgumentParser) -> None:
-        self.parser = parser
-
-
-class _ParseOnlyCLI(PSLightningCLI):
-    """The command's own parser, handed back before anything is seeded or instantiated."""
-
-    def parse_arguments(self, parser: LightningArgumentParser, args: object) -> None:
-        raise _ParserBuilt(parser)
-
-
-@functools.cache
-def _step_parser() -> LightningArgumentParser:
+def package_version() -> str:
+    """The installed package's version, as its metadata records it."""
     try:
-        _build_cli(_ParseOnlyCLI, ["fit"], run=True)
-    except _ParserBuilt as built:
-        return built.parser
-    raise AssertionError("LightningCLI no longer calls parse_arguments")
+        return version("ps-lightning")
+    except PackageNotFoundError:
+        return "(not installed: no version recorded)"
 
 
-def resolved_config(command: Sequence[str]) -> dict[str, Any]:
-    """What a step (``fit ...`` or ``test ...``) would run, without running or building it: its
-    config files and their included files read, every command-line value applied and every class
-    argument it leaves out filled with that class's default, as LightningCLI resolves them."""
-    parser = _step_parser()
-    return yaml.safe_load(parser.dump(parser.parse_args(list(command)), skip_none=False))
+def command_parser() -> argparse.ArgumentParser:
+    """The command's top-level parser: its help lists every subcommand, and it refuses what is
+    no subcommand. A subcommand's arguments are its own parser's (LightningCLI's, the
+    harness's): this one never sees them."""
+    parser = argparse.ArgumentParser(
+        prog="ps-lightning",
+        description="Machine unlearning with Prototype Surgery on PyTorch Lightning.",
+        epilog=f"LightningCLI's own options ({', '.join(LIGHTNING_OPTIONS)}) go before "
+        f"{'|'.join(STEP_COMMANDS)}, as LightningCLI takes them.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    subcommands = parser.add_subparsers(
+        title="subcommands",
+        description="`ps-lightning SUBCOMMAND --help` lists a subcommand's options.",
+        dest="subcommand",
+        metavar="SUBCOMMAND",
+        required=True,
+    )
+    for name, summary in COMMANDS.items():
+        subcommands.add_parser(name, help=summary, add_help=False)
+    return parser
 
 
-def cli_main(args: list[str] | None = None, run: bool = True) -> PSLightningCLI:
-    """Run (or, ``run=False``, only build) one step; a run ends with its summary."""
-    started = time.perf_counter()
-    quiet_known_noise()
-    # Registered by the run, not by importing the module; once, however many runs a process makes.
-    atexit.unregister(_destroy_process_group)
-    atexit.register(_destroy_process_group)
-    cli = _build_cli(PSLightningCLI, args, run)
-    trainer = cli.trainer
-    # `log_dir` is a broadcast: every process must ask, or rank 0 waits on the others alone.
-    log_dir = trainer.log_dir if run else None
-    if trainer.is_global_zero and log_dir:
-        print_summary(cli.subcommand or "", Path(log_dir), time.perf_counter() - started)
-    return cli
-
-
-class StepFailed(RuntimeError):
-    """A step failed: run as a child process, the message is the last line it wrote to stderr
-    (the benchmark harness records the failure of a method's step and goes on)."""
-
-
-def run_step(
-    command: Sequence[str], *, in_child: bool = False, run: bool = True
-) -> PSLightningCLI | None:
-    """Run one ``ps-lightning`` step (``command``: ``fit ...`` or ``test ...``), the one way
-    every caller (the benchmark harness, the benchmarks, the tests) runs one.
-
-    In this process it returns the CLI (its trainer, model and datamodule); the caller's own
-    ``sys.argv`` is hidden from LightningCLI, which reads it besides ``command``. ``run=False``
-    only parses and builds (the subcommand is dropped, as LightningCLI wants). With
-    ``in_child`` the step runs as ``python -m ps_lightning.cli`` (its own peak memory, its own
-    threads), its stdout dropped; a failure raises `StepFailed` and echoes the child's stderr.
-    """
-    if in_child:
-        finished = subprocess.run(
-            [sys.executable, "-m", "ps_lightning.cli", *command],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        if finished.returncode:
-            sys.stderr.write(finished.stderr)
-            lines = finished.stderr.strip().splitlines() or [f"exit {finished.returncode}"]
-            raise StepFailed(lines[-1])
-        return None
-    argv, sys.argv = sys.argv, sys.argv[:1]
-    try:
-        return cli_main(list(command) if run else list(command[1:]), run=run)
-    finally:
-        sys.argv = argv
-
-
-def _raised_by_project(error: BaseException) -> bool:
-    frames = traceback.extract_tb(error.__traceback__)
-    return bool(frames) and "ps_lightning" in frames[-1].filename
-
-
-def _user_error(error: BaseException) -> BaseException | None:
-    """The outermost error this project raised for bad input, also when jsonargparse wrapped it
-    while instantiating a class (its message then hides ours among the union's alternatives);
-    an error ours was raised from is detail, never shown instead of ours."""
-    seen: list[BaseException] = []
-    current: BaseException | None = error
-    while current is not None and current not in seen:
-        seen.append(current)
-        current = current.__cause__ or current.__context__
-    ours = [
-        e
-        for e in seen
-        if isinstance(e, (ValueError, OSError, FloatingPointError)) and _raised_by_project(e)
-    ]
-    return ours[0] if ours else None
-
-
-def main() -> None:
-    if sys.argv[1:2] == ["bench"]:
-        # The experiment harness; imported here, as it imports this module.
-        from ps_lightning.benchmark import main as bench_main
-
-        bench_main(sys.argv[2:])
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run ``ps-lightning ARGS`` (``argv``, or this process's own arguments when ``None``)."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    # Unless told otherwise, LightningCLI reads the process's arguments itself.
+    lightning_args = None if argv is None else args
+    if args and args[0].split("=", 1)[0] in LIGHTNING_OPTIONS:
+        run_command(lightning_args)
         return
-    try:
-        cli_main()
-    except (ValueError, OSError, TypeError, RuntimeError, FloatingPointError) as error:
-        cause = _user_error(error)
-        if cause is None:
-            raise
-        print(f"ps-lightning: error: {cause}", file=sys.stderr)
-        sys.exit(2)
+    # The subcommand alone: help, the version, or the error naming every subcommand end here.
+    subcommand = command_parser().parse_args(args[:1]).subcommand
+    if subcommand == "bench":
+        bench_main(args[1:])
+    else:
+        run_command(lightning_args)
 
 
 if __name__ == "__main__":

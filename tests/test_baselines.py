@@ -14,8 +14,8 @@ import yaml
 from conftest import fake_trainer
 from unlearning_fixtures import CONFIGS, Original, load_checkpoint, original, unlearn
 
-from ps_lightning.benchmark import METHOD_CONFIGS
 from ps_lightning.data import DigitsDataModule
+from ps_lightning.harness.methods import METHOD_CONFIGS
 from ps_lightning.models import load_classifier
 from ps_lightning.unlearning import RandomLabel
 

@@ -5,30 +5,28 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 from unlearning_fixtures import init_default
 
-from ps_lightning.benchmark import (
-    METHOD_CONFIGS,
-    METRICS,
-    Harness,
+from ps_lightning.harness.chain import Harness, source_commit
+from ps_lightning.harness.main import main
+from ps_lightning.harness.methods import METHOD_CONFIGS
+from ps_lightning.harness.selection import (
     NothingToSelect,
-    StepFailed,
-    aggregate,
-    main,
-    markdown,
     point_name,
     point_overrides,
     read_grid,
     select,
-    source_commit,
 )
-from ps_lightning.cli import _step_parser
+from ps_lightning.harness.tables import METRICS, aggregate, markdown
 from ps_lightning.prototype_surgery import PSUnlearnModule
+from ps_lightning.steps import StepFailed, _step_parser
 from ps_lightning.unlearning import SCRUB, SalUn
 
 REPO = Path(__file__).resolve().parents[1]
@@ -288,40 +286,54 @@ def _fake_run_step(command: list[str], in_child: bool) -> None:
 
 
 @pytest.fixture
-def fake_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Harness steps that write their results instantly; the committed tables' folder is
-    a temporary one, so that nothing here can replace them."""
-    monkeypatch.setattr("ps_lightning.benchmark.run_step", _fake_run_step)
-    committed = tmp_path / "repository" / "benchmarks" / "results"
-    committed.parent.mkdir(parents=True)
-    monkeypatch.setattr("ps_lightning.benchmark.REPOSITORY_RESULTS", committed)
-    return committed
+def fake_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Harness steps that write their results instantly."""
+    monkeypatch.setattr("ps_lightning.harness.chain.run_step", _fake_run_step)
 
 
 BENCH = ["--dataset", "digits", "--seeds", "0", "--methods", "naive_ps", "ps"]
+TABLES = ["digits-subclass.json", "digits-subclass.md"]
 
 
-def test_the_harness_writes_its_tables_under_its_runs_dir_unless_told_to_update(
-    tmp_path: Path, fake_steps: Path
+def test_the_harness_writes_its_tables_into_out_and_nothing_elsewhere(
+    tmp_path: Path, fake_steps: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     runs = tmp_path / "runs"
     main([*BENCH, "--scenarios", "subclass", "--runs-dir", str(runs)])
-    assert sorted(p.name for p in (runs / "results").iterdir()) == [
-        "digits-subclass.json",
-        "digits-subclass.md",
-    ]
-    assert not fake_steps.exists()
-    main([*BENCH, "--scenarios", "subclass", "--runs-dir", str(runs), "--update-results"])
-    assert sorted(p.name for p in fake_steps.iterdir()) == [
-        "digits-subclass.json",
-        "digits-subclass.md",
-    ]
+    # Without --out, beside the runs.
+    assert sorted(p.name for p in (runs / "results").iterdir()) == TABLES
+    # From another working directory, with the configs named: the tables in --out, the runs
+    # folder with its runs alone, and nothing in the working directory or anywhere else.
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    out, elsewhere = tmp_path / "out", tmp_path / "runs-out"
+    places = ["--runs-dir", str(elsewhere), "--configs", str(REPO / "configs")]
+    main([*BENCH, "--scenarios", "subclass", *places, "--out", str(out)])
+    assert sorted(p.name for p in out.iterdir()) == TABLES
+    assert [p.name for p in elsewhere.iterdir()] == ["digits"]
+    assert list(work.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "runs", "runs-out", "work"]
+    # The committed tables are an --out like any other (make bench): no flag of their own.
     with pytest.raises(SystemExit):
-        main([*BENCH, "--runs-dir", str(runs), "--update-results", "--out", str(tmp_path)])
+        main([*BENCH, *places, "--update-results"])
+
+
+def test_without_configs_in_the_working_directory_the_harness_says_where_to_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        main([*BENCH, "--runs-dir", str(tmp_path / "runs")])
+    assert exited.value.code == 2
+    assert "no configs folder 'configs': run from the repository root or pass --configs." in (
+        capsys.readouterr().err
+    )
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_each_step_run_says_which_of_all_planned_steps_it_is(
-    tmp_path: Path, fake_steps: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, fake_steps: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     runs = ["--runs-dir", str(tmp_path / "runs")]
     main([*BENCH, "--scenarios", "subclass", "random", *runs])
@@ -351,10 +363,17 @@ def test_a_grid_with_no_point_for_the_benchmarked_methods_is_refused_before_any_
 
 
 def test_a_config_edit_reruns_the_steps_it_touches_and_records_say_what_ran(
-    tmp_path: Path, fake_steps: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, fake_steps: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     configs = tmp_path / "configs"
     shutil.copytree(REPO / "configs", configs)
+    # The configs in a checkout of their own: the records name its commit, not the package's.
+    git = ["git", "-C", str(configs), "-c", "user.name=t", "-c", "user.email=t@t"]
+    for command in (["init", "-q"], ["add", "."], ["commit", "-q", "--no-gpg-sign", "-m", "c"]):
+        subprocess.run([*git, *command], check=True)
+    committed = source_commit(configs)
+    assert committed is not None and re.fullmatch("[0-9a-f]{40}", committed)
+    assert committed != source_commit(REPO) and source_commit(tmp_path) is None
     bench = [*BENCH, "--scenarios", "subclass", "--runs-dir", str(tmp_path / "runs")]
     bench += ["--configs", str(configs), "--out", str(tmp_path / "results")]
     main(bench)
@@ -371,21 +390,23 @@ def test_a_config_edit_reruns_the_steps_it_touches_and_records_say_what_ran(
     assert ran == ["s0-subclass-ps …", "s0-subclass-evaluate …"]
 
     record = json.loads((tmp_path / "results" / "digits-subclass.json").read_text())
-    assert record["commit"] == source_commit() and record["commit"]
+    # The edit is not committed: this run's commit says so, the original's (run before) not.
+    assert record["commit"] == source_commit(configs) == f"{committed}-dirty"
     steps = record["per_seed"][0]["steps"]
     harness = Harness("digits", tmp_path / "runs", False, [], configs=configs)
     planned = harness.plan("fit", "original.yaml", "s0-original", ["--seed_everything", "0"])
     assert steps["original"] == {
         "run": planned.run_dir.name,
         "config_digest": planned.digest,
-        "commit": source_commit(),
+        "commit": committed,
     }
+    assert steps["ps"]["commit"] == f"{committed}-dirty"
     assert set(steps) == {"original", "retrain", "naive_ps", "ps", "evaluate"}
     assert all(len(step["config_digest"]) == 64 for step in steps.values())
 
 
 def test_merge_keeps_the_other_methods_rows_only_beside_the_same_reference_models(
-    tmp_path: Path, fake_steps: Path
+    tmp_path: Path, fake_steps: None
 ) -> None:
     out = tmp_path / "results"
     bench = [*BENCH[:4], "--scenarios", "random", "--runs-dir", str(tmp_path / "runs")]

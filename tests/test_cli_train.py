@@ -14,7 +14,7 @@ import yaml
 from conftest import REPO_ROOT, listing
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from ps_lightning.cli import run_step
+from ps_lightning.steps import run_step
 
 CONFIGS = REPO_ROOT / "configs" / "digits"
 QUICK = [

@@ -17,8 +17,8 @@ import pytest
 import yaml
 from unlearning_fixtures import init_default
 
-from ps_lightning.benchmark import METHOD_CONFIGS
-from ps_lightning.cli import cli_main
+from ps_lightning.harness.methods import METHOD_CONFIGS
+from ps_lightning.steps import cli_main
 
 REPO = Path(__file__).resolve().parents[1]
 # configs/<dataset>/data.yaml is the data block the configs share, not a config of its own.

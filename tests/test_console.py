@@ -24,7 +24,7 @@ from unlearning_fixtures import (
     run_cli,
 )
 
-from ps_lightning import cli
+from ps_lightning import cli, steps
 from ps_lightning.console import (
     RunProgressBar,
     StepProgress,
@@ -254,7 +254,7 @@ def test_step_progress_counts_cached_steps_as_done_but_not_in_the_rate() -> None
 def test_the_progress_bar_drops_lightnings_v_num_and_respects_the_switch(
     tmp_path: Path, enabled: bool
 ) -> None:
-    built = cli.run_step(
+    built = steps.run_step(
         [
             "fit",
             "--config",

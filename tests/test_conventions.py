@@ -1,5 +1,6 @@
-"""Lightning conventions: short class names on the command line, choice options listed by
-`--help` and refused otherwise, `load_from_checkpoint` on every checkpoint, the LICENSE."""
+"""Lightning conventions: the command's subcommands and version listed by `--help` and
+`--version`, short class names on the command line, choice options listed by `--help` and
+refused otherwise, `load_from_checkpoint` on every checkpoint, the LICENSE."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import os
 import pickle
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
+from unittest import mock
 
 import lightning as L
 import pytest
@@ -16,8 +19,9 @@ import torch
 from conftest import REPO_ROOT
 from unlearning_fixtures import Original, naive_reference, original
 
-from ps_lightning.cli import cli_main
+from ps_lightning.cli import main
 from ps_lightning.models import ImageClassifier, LeNet5, ResNet20
+from ps_lightning.steps import cli_main
 
 __all__ = ["naive_reference", "original"]  # fixtures used below
 
@@ -43,7 +47,7 @@ def class_help(capsys: pytest.CaptureFixture[str], group: str, name: str) -> tup
 # A fresh process: in this one, other tests may have imported the classes already.
 SHORT_NAMES = """
 import contextlib, io, json, sys
-from ps_lightning.cli import cli_main
+from ps_lightning.steps import cli_main
 for args, expected in json.loads(sys.argv[1]):
     output = io.StringIO()
     with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
@@ -88,6 +92,64 @@ def test_short_class_names_resolve_as_in_lightningcli() -> None:
     )
     results = [json.loads(line) for line in finished.stdout.splitlines()]
     assert results == [[args, 0, True] for args, _ in cases]
+
+
+def command_output(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Exit code, stdout and stderr of ``ps-lightning ARGS`` (the console script's `main`, on
+    this process's arguments) in this process."""
+    with (
+        mock.patch.object(sys, "argv", ["ps-lightning", *args]),
+        pytest.raises(SystemExit) as exited,
+    ):
+        main()
+    captured = capsys.readouterr()
+    return int(exited.value.code or 0), captured.out, captured.err
+
+
+def test_the_command_help_lists_every_subcommand_on_a_line_saying_what_it_does(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")  # argparse's width: a terminal's would be another
+    code, out, _ = command_output(capsys, "--help")
+    assert code == 0
+    lines = out.splitlines()
+    start = lines.index("  SUBCOMMAND") + 1
+    listed = [line.split(None, 1) for line in lines[start : lines.index("", start)]]
+    assert [name for name, _ in listed] == ["fit", "validate", "test", "predict", "bench"]
+    assert all(len(summary.split()) >= 5 for _, summary in listed)
+
+
+def test_the_command_says_its_installed_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert command_output(capsys, "--version") == (
+        0,
+        f"ps-lightning {version('ps-lightning')}\n",
+        "",
+    )
+
+
+@pytest.mark.parametrize(
+    ("subcommand", "option"), [("fit", "--run RUN"), ("test", "--run RUN"), ("bench", "--out OUT")]
+)
+def test_each_subcommand_answers_help_with_its_own_options(
+    capsys: pytest.CaptureFixture[str], subcommand: str, option: str
+) -> None:
+    code, out, _ = command_output(capsys, subcommand, "--help")
+    usage = out.splitlines()[0].split()
+    assert code == 0 and usage[:2] == ["usage:", "ps-lightning"] and subcommand in usage
+    assert option in out
+
+
+@pytest.mark.parametrize("args", [[], ["fitt"]])
+def test_what_is_no_subcommand_is_refused_naming_every_subcommand(
+    capsys: pytest.CaptureFixture[str], args: list[str]
+) -> None:
+    code, out, err = command_output(capsys, *args)
+    assert (code, out) == (2, "")
+    assert err.startswith("usage: ps-lightning [-h] [--version] SUBCOMMAND ...\n")
+    assert "ps-lightning: error:" in err
+    if args:
+        assert "invalid choice: 'fitt'" in err
+        assert all(f"'{name}'" in err for name in ("fit", "validate", "test", "predict", "bench"))
 
 
 # Every choice option of the command, with its choices as `--help` lists them.

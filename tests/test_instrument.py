@@ -29,7 +29,6 @@ from unlearning_fixtures import (
     run_cli,
 )
 
-from ps_lightning.cli import run_step
 from ps_lightning.data import DigitsDataModule
 from ps_lightning.evaluation.metrics import (
     MIA_ATTACKS,
@@ -41,6 +40,7 @@ from ps_lightning.evaluation.metrics import (
 )
 from ps_lightning.evaluation.probes import linear_probe_accuracy, relearn_steps
 from ps_lightning.models.classifier import load_classifier
+from ps_lightning.steps import run_step
 
 __all__ = ["original", "retrain_ckpt"]  # fixtures used below
 

@@ -14,7 +14,7 @@ import torch
 import yaml
 from conftest import REPO_ROOT
 
-from ps_lightning.cli import run_step
+from ps_lightning.steps import run_step
 
 CONFIGS = REPO_ROOT / "configs"
 DATASETS = sorted(p.name for p in CONFIGS.iterdir() if p.is_dir())

@@ -9,7 +9,7 @@ from unittest import mock
 
 import pytest
 
-from ps_lightning.cli import StepFailed, run_step
+from ps_lightning.steps import StepFailed, run_step
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "digits"
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from ps_lightning.benchmark import METHOD_CONFIGS, Harness
+from ps_lightning.harness.chain import Harness
+from ps_lightning.harness.methods import METHOD_CONFIGS
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = (0, 1, 2)

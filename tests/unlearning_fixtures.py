@@ -24,8 +24,8 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.util import tensor_util
 
-from ps_lightning.cli import run_step
 from ps_lightning.prototype_surgery.ledger import file_sha256
+from ps_lightning.steps import run_step
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs" / "digits"

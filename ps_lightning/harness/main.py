@@ -1,0 +1,274 @@
+"""The benchmark harness: every method on the same splits, the same original models, several
+seeds, side by side with retraining.
+
+    ps-lightning bench --dataset digits --seeds 0 1 2 3 4 \
+        --scenarios subclass random wholeclass --methods naive_ps ps_paper ps
+
+Per seed it trains one original model (seed_everything = seed), and per scenario a retrained
+model on the request's retain set (the request is drawn with the same seed); then each method
+unlearns from that original model, and one evaluation scores all of them together. Finished
+steps are cached by a hash of their resolved configuration, so an interrupted run resumes and a
+config edit re-runs what it touches. Each step prints a line with the steps done out of all
+planned, the time elapsed and the ETA. The configs are ``<configs>/<dataset>/*.yaml``:
+``--configs`` defaults to ``configs`` of the working directory (run from the repository root).
+Results: ``<out>/<dataset>-<scenario>.md`` and ``.json`` with mean ± std over seeds; ``<out>``
+is ``<runs-dir>/results`` unless ``--out`` names another folder (``make bench`` passes
+``--out benchmarks/results``, the repository's committed tables).
+
+A method whose step fails (e.g. non-finite weights) is recorded as failed for that seed and the
+benchmark goes on without it. ``--max-epochs N`` shortens the original and retrain training
+(and their cosine schedule) as ``make <dataset> MAX_EPOCHS=N`` does; ``--architecture NAME``
+trains them with another registered network (the methods take it from the original's checkpoint).
+
+One selection rule for every method (``--grid benchmarks/grids/<dataset>.yaml --select-seeds
+...``): each method's grid points (any model init argument can be an axis) run on the
+selection seeds, the point with the lowest mean avg gap over those seeds and the scenarios is
+chosen, written to ``<out>/<dataset>-selection.{md,json}``, and only the chosen point runs on
+the report seeds (``--seeds``), whose results alone fill the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from ps_lightning.console import StepProgress
+from ps_lightning.files import atomic_write_json, atomic_write_text
+from ps_lightning.harness.chain import Harness, planned_steps, source_commit
+from ps_lightning.harness.methods import METHOD_CONFIGS, SCENARIOS, method_configs, parse_variant
+from ps_lightning.harness.selection import read_grid, run_selection
+from ps_lightning.harness.tables import aggregate, markdown, merge_rows
+from ps_lightning.models import ARCHITECTURES
+
+Methods = dict[str, tuple[str, list[str]]]
+
+
+def bench_parser() -> argparse.ArgumentParser:
+    """The options of ``ps-lightning bench``."""
+    parser = argparse.ArgumentParser(
+        prog="ps-lightning bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--dataset",
+        default="digits",
+        help="the configs folder <configs>/<dataset>/ to run (default: digits)",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0, 1, 2, 3, 4],
+        help="report seeds: each trains its original model (seed_everything) and draws the "
+        "requests (default: 0 1 2 3 4)",
+    )
+    parser.add_argument(
+        "--scenarios",
+        nargs="+",
+        default=list(SCENARIOS),
+        choices=list(SCENARIOS),
+        help="request kinds: subclass (10%% of class 1), random (10%% of the training set), "
+        "wholeclass (all of class 1); default: all three",
+    )
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        help=f"methods beside original and retrain, from {', '.join(METHOD_CONFIGS)} "
+        "(default: all; ps_paper only where the paper has values for the dataset)",
+    )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="extra method: name=ps.yaml:key=value,key=value (model init args); repeatable",
+    )
+    parser.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=Path("runs/bench"),
+        help="where every step's run folder goes, <runs-dir>/<dataset>/<step>-<hash>/, the "
+        "cache a resumed benchmark reuses (default: runs/bench)",
+    )
+    parser.add_argument(
+        "--configs",
+        type=Path,
+        default=Path("configs"),
+        help="the folder of the datasets' configs, <configs>/<dataset>/*.yaml (default: configs "
+        "in the working directory: run from the repository root)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where the tables go, replacing those there: <out>/<dataset>-<scenario>.{md,json} "
+        "and, with --grid, <out>/<dataset>-selection.{md,json} (default: <runs-dir>/results; "
+        "make bench passes benchmarks/results, the committed tables)",
+    )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other methods' rows of the existing tables (same seeds; their original "
+        "and retrained models must score exactly as this run's) beside this run's",
+    )
+    parser.add_argument(
+        "--isolate",
+        action="store_true",
+        help="run each step in its own process (needed for peak-memory figures)",
+    )
+    parser.add_argument(
+        "--max-epochs",
+        type=int,
+        default=None,
+        help="epochs of original and retrain training (their cosine T_max follows)",
+    )
+    parser.add_argument(
+        "--architecture",
+        choices=sorted(ARCHITECTURES),
+        default=None,
+        help="train the original and retrain models with this network instead of the config's "
+        "(e.g. ResNet18 for the SalUn / l1-sparse CIFAR-10 setting)",
+    )
+    parser.add_argument(
+        "--grid",
+        type=Path,
+        default=None,
+        help="YAML {method: {model_init_arg: [values]}}: select each method's values first",
+    )
+    parser.add_argument(
+        "--select-seeds",
+        type=int,
+        nargs="+",
+        default=[],
+        help="seeds of the selection (never reported); needs --grid, disjoint from --seeds",
+    )
+    parser.add_argument(
+        "--select-methods",
+        nargs="+",
+        default=None,
+        help="with --grid: select only these methods (the others run as shipped) and keep the "
+        "other methods' entries of an existing selection table of the same seeds and scenarios",
+    )
+    parser.add_argument(
+        "--trainer-arg",
+        action="append",
+        default=[],
+        help="extra CLI argument for every step, e.g. --trainer-arg=--trainer.accelerator=gpu",
+    )
+    return parser
+
+
+def parse(argv: list[str] | None) -> tuple[argparse.Namespace, Methods, dict[str, list[dict]]]:
+    """The command's arguments, every method it runs and the grid of the methods it selects;
+    an option that cannot run exits with the parser's error before any step."""
+    parser = bench_parser()
+    args = parser.parse_args(argv)
+    offered = method_configs(args.dataset)
+    args.methods = list(offered) if args.methods is None else args.methods
+    unknown = [m for m in args.methods if m not in offered]
+    if unknown:
+        parser.error(
+            f"unknown methods {unknown} for {args.dataset!r}; known: {sorted(offered)} (or use "
+            "--variant; ps_paper needs the paper's values for the dataset, PAPER_PS_SCHEDULE)"
+        )
+    if (args.grid is None) != (not args.select_seeds):
+        parser.error("--grid and --select-seeds go together.")
+    if args.grid is not None and not args.grid.is_file():
+        parser.error(f"grid file '{args.grid}' not found (see benchmarks/grids/).")
+    if set(args.select_seeds) & set(args.seeds):
+        parser.error(
+            f"selection seeds {args.select_seeds} overlap the report seeds {args.seeds}: a "
+            "reported result must not come from the seeds its values were chosen on."
+        )
+    methods = {m: offered[m] for m in args.methods}
+    methods.update(parse_variant(v) for v in args.variant)
+    if not args.configs.is_dir():
+        parser.error(
+            f"no configs folder '{args.configs}': run from the repository root or pass --configs."
+        )
+    if not (args.configs / args.dataset).is_dir():
+        parser.error(
+            f"no configs for {args.dataset!r} under '{args.configs}': pass --configs with the "
+            "folder of the datasets' configs."
+        )
+    if args.out is None:
+        args.out = args.runs_dir / "results"
+    grid = read_grid(args.grid, methods) if args.grid is not None else {}
+    if args.select_methods is not None:
+        if args.grid is None or not set(args.select_methods) <= set(grid):
+            parser.error(
+                f"--select-methods {args.select_methods}: needs --grid, and names methods of "
+                f"the grid that are benchmarked ({sorted(grid)})."
+            )
+        grid = {method: grid[method] for method in args.select_methods}
+    if args.grid is not None and not grid:
+        parser.error(f"grid file '{args.grid}' has no point for the methods {sorted(methods)}.")
+    return args, methods, grid
+
+
+def report(harness: Harness, args: argparse.Namespace, methods: Methods, started: float) -> None:
+    """Run ``methods`` on the report seeds in every scenario, and write each scenario's table."""
+    for scenario in args.scenarios:
+        per_seed = []
+        for seed in args.seeds:
+            print(
+                f"[{args.dataset} {scenario}] seed {seed} ({time.perf_counter() - started:.0f} s)",
+                flush=True,
+            )
+            per_seed.append(harness.seed_run(seed, scenario, methods))
+        stem = args.out / f"{args.dataset}-{scenario}"
+        entries = {
+            name: {"config": config, "overrides": overrides}
+            for name, (config, overrides) in methods.items()
+        }
+        if args.merge:
+            per_seed, entries = merge_rows(stem.with_suffix(".json"), args.seeds, per_seed, entries)
+        table = aggregate(per_seed, ["original", "retrain", *entries])
+        text = markdown(args.dataset, scenario, args.seeds, table, args.isolate)
+        atomic_write_text(stem.with_suffix(".md"), text)
+        atomic_write_json(
+            stem.with_suffix(".json"),
+            {
+                "seeds": args.seeds,
+                "commit": source_commit(args.configs),
+                "harness": harness.settings(),
+                "methods": entries,
+                "table": table,
+                "per_seed": per_seed,
+            },
+        )
+        print(text, flush=True)
+    print(f"tables written to {args.out}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``ps-lightning bench ARGS`` (``argv``, or this process's own arguments when ``None``):
+    the selection first where a grid is given, then the report seeds' tables."""
+    args, methods, grid = parse(argv)
+    harness = Harness(
+        args.dataset,
+        args.runs_dir,
+        args.isolate,
+        args.trainer_arg,
+        args.max_epochs,
+        args.configs,
+        args.architecture,
+    )
+    harness.progress = StepProgress(
+        planned_steps(len(args.scenarios), len(args.seeds), len(methods))
+        + planned_steps(
+            len(args.scenarios),
+            len(args.select_seeds),
+            sum(len(points) for points in grid.values()),
+        )
+    )
+    started = time.perf_counter()
+    if args.grid is not None:
+        methods = run_selection(harness, args, methods, grid, started)
+    report(harness, args, methods, started)
+
+
+if __name__ == "__main__":
+    main()
