@@ -160,7 +160,7 @@ CHOICES = [
     ("model", "PSUnlearnModule", "anchor_target", "labels,outputs"),
     ("model", "PSUnlearnModule", "optimizer", "adam,sgd"),
     ("model", "PSUnlearnModule", "loss", "soft,paper"),
-    ("model", "RandomLabel", "passes", "sequential,joint"),
+    ("model", "RandomLabel", "passes", "sequential,joint,union"),
     ("model", "RandomLabel", "labels", "any,wrong"),
     ("model", "SSD", "reference", "full,retain"),
     ("model", "UnlearningEvaluator", "mia_members", "random,first"),

@@ -5,17 +5,27 @@ catastrophic forgetting (Warnecke et al. 2023; the SalUn and l1-sparse code run 
 0.9, weight decay 5e-4, lr 0.01, 10 epochs on CIFAR-10).
 
 Both as in OPTML-Group/Unlearn-Saliency, ``Classification/unlearn/FT.py`` (``FT`` and
-``FT_l1``): one pass over the retain set per epoch, one SGD step per batch.
+``FT_l1``, run each epoch by ``iterative_unlearn``, ``Classification/unlearn/impl.py``): one
+pass over the retain set per epoch, one SGD step per batch, at a constant learning rate. The
+reference's schedule is ``MultiStepLR(milestones=--decreasing_lr, gamma=0.1)`` stepped once per
+epoch, with ``--decreasing_lr`` "91,136" and ``--warmup`` 0 by default
+(``Classification/arg_parser.py``), so in its 10 epochs (``--unlearn_epochs``) at
+``--unlearn_lr`` 0.01 the learning rate never changes.
 
 l1-sparse (Jia et al. 2023, "Model Sparsity Can Simplify Machine Unlearning"; also
-OPTML-Group/Unlearn-Sparse): FT with an l1 penalty on all weights,
+OPTML-Group/Unlearn-Sparse, ``unlearn/FT.py``): FT with an l1 penalty on all weights,
 ``alpha · (1 − epoch / epochs) · ‖θ‖₁`` at epoch ``epoch`` (from 0), so the coefficient falls
 linearly from ``alpha`` at the first epoch to ``alpha / epochs`` at the last (0.1·alpha for the
-reference's 10 epochs), never to 0 (``FT_iter`` with ``no_l1_epochs`` 0). alpha has no default
-in the reference: its README leaves ``--alpha ${alpha}`` to the user, and the SalUn repository's
-own l1-sparse command lines pass ``--alpha 1e-4`` (SVHN, CelebA). The 5e-4 here is this
-project's earlier choice, not a published value; the selection grid
-(``benchmarks/grids/<dataset>.yaml``) spans both.
+reference's 10 epochs), never to 0: ``FT_iter``'s ``args.alpha * (1 - epoch /
+(args.unlearn_epochs - args.no_l1_epochs))`` with ``no_l1_epochs`` 0 (neither repository's
+``arg_parser.py`` defines ``--no_l1_epochs``; 0 is this project's reading). alpha has no
+published value: both READMEs' l1-sparse command lines (``--unlearn FT_prune``, which runs
+``FT_l1``) leave ``--alpha ${alpha}`` to the user, and ``arg_parser.py``'s default, 0.2, is
+the "unlearn noise" of other methods. Neither repository's files pass any other value; the only
+one in their histories is ``"FT_prune": "--alpha 0.0001 --unlearn_epochs 10 "`` in
+Unlearn-Sparse's ``run.py``, deleted in commit ddec203 before the linear decay was added. The
+5e-4 here is this project's earlier choice, not a published value, and no selection grid
+(``benchmarks/grids/<dataset>.yaml``) varies it.
 """
 
 from __future__ import annotations

@@ -34,7 +34,8 @@ class ImageUnlearningModule(UnlearningModule):
     A subclass sets ``train_on`` (the datamodule split it trains on: the datamodule's training
     loader asks the fitted module, `ps_lightning.data.datamodule.TrainsOnSplits`, so configs
     need not and cannot get it wrong) and implements `unlearning_loss`, or overrides
-    `training_step` (SCRUB's max- and min-steps).
+    `training_step` (SCRUB's max- and min-steps). A subclass may serve tensors of its own
+    instead (`ps_lightning.data.datamodule.TrainsOnTensors`: RL's union pass).
 
     Args:
         original_ckpt: the original model's checkpoint (read only; never modified).

@@ -1,21 +1,41 @@
 """Random labels (RL) and SalUn, as in OPTML-Group/Unlearn-Saliency,
-``Classification/unlearn/RL.py`` (the CIFAR-10 / SVHN branch).
+``Classification/unlearn/RL.py`` (run each epoch by ``iterative_unlearn``,
+``Classification/unlearn/impl.py``).
 
-RL (Golatkar et al. 2020; Hayase et al.): every epoch, one pass over the forget set under
-labels drawn with ``randint(0, C)`` (the true label may come up), then one pass over the retain
-set under the true labels, one SGD step per batch (``train_on: forget-then-retain``). The labels are
-drawn afresh for every batch.
+RL (Golatkar et al. 2020; Hayase et al.): forget samples are trained on under labels drawn with
+``randint(0, C)`` (the true label may come up), retain samples under their own, one SGD step per
+batch. RL.py picks one of two loops by the dataset's name:
+
+- ``if args.dataset == "cifar100" or args.dataset == "TinyImagenet"``: one shuffled pass over
+  ``ConcatDataset([forget_dataset, retain_dataset])`` per epoch, in batches of
+  ``args.batch_size``, the forget samples' labels drawn once per epoch
+  (``forget_dataset.targets = np.random.randint(0, args.num_classes, ...)`` on a fresh copy of
+  the forget set): here ``passes: union``, which ``configs/cifar100`` and
+  ``configs/tinyimagenet`` set.
+- ``elif args.dataset == "cifar10" or args.dataset == "svhn"``: a whole pass over the forget
+  loader under labels drawn afresh for every batch (``torch.randint(0, args.num_classes,
+  target.shape)``), then a whole pass over the retain loader: here ``passes: sequential``
+  (``train_on: forget-then-retain``), the class default.
+- Any other name (the repository's ``imagenet``, ``cifar10_no_val``, ``cifar100_no_val``) runs
+  neither loop and fails at ``return top1.avg``. This project's other datasets (digits, MNIST,
+  Fashion-MNIST) run the CIFAR-10 / SVHN loop, the class default.
+
+The union pass is served as tensors (`TrainsOnTensors`): every training sample with its label
+and its row in the forget set, in the datamodule's shuffled batches (every process takes every
+batch, under one seed, so DDP averages identical gradients); the forget labels of the epoch are
+drawn at its start, on global rank 0, and broadcast.
 
 SalUn (Fan et al. 2024, "SalUn: Empowering Machine Unlearning via Gradient-based Weight
 Saliency"): RL restricted to the salient weights. Once, before training, the gradient of the
 forget loss is summed over the forget set (eval mode); the weights whose |gradient| is in the
 top ``mask_ratio`` over the whole network (the paper: 50%) form the mask, and every other
-weight's gradient (weight decay included) is zeroed, so those weights stay exactly as they were.
-The reference's CIFAR-10 run: lr 0.013, 10 epochs.
+weight's gradient (weight decay included) is zeroed, so those weights stay exactly as they were
+(RL.py: ``_apply_mask_to_grads``, then ``_restore_masked_params``). The reference's CIFAR-10
+run (``Classification/README.md``): lr 0.013, 10 epochs.
 
-Options that deviate from the reference (defaults are the reference's): ``passes: joint`` (one
-forget and one retain batch joined per step, the shorter set cycling) and ``labels: wrong``
-(never the true label).
+Options that deviate from the reference (defaults are the reference's CIFAR-10 loop):
+``passes: joint`` (one forget and one retain batch joined per step, the shorter set cycling)
+and ``labels: wrong`` (never the true label).
 """
 
 from __future__ import annotations
@@ -30,7 +50,9 @@ from ps_lightning.unlearning.baselines.image_module import (
 )
 from ps_lightning.unlearning.gradients import summed_gradients
 
-PASSES = {"sequential": "forget-then-retain", "joint": "forget+retain"}
+# passes → the split the datamodule serves (union: every training sample, as tensors that also
+# name each sample's forget row).
+PASSES = {"sequential": "forget-then-retain", "joint": "forget+retain", "union": "full"}
 LABELS = ("any", "wrong")
 
 
@@ -62,8 +84,10 @@ class RandomLabel(ImageUnlearningModule):
 
     Args:
         original_ckpt: the original model's checkpoint.
-        passes: ``sequential`` (the reference: a forget pass, then a retain pass, per epoch) or
-            ``joint`` (one forget and one retain batch joined per step).
+        passes: ``sequential`` (RL.py's CIFAR-10 / SVHN loop: a forget pass, then a retain pass,
+            per epoch), ``union`` (its CIFAR-100 / TinyImageNet loop: one shuffled pass over
+            forget ∪ retain, forget labels drawn once per epoch) or ``joint`` (one forget and
+            one retain batch joined per step).
         labels: ``any`` (the reference's ``randint(0, C)``) or ``wrong`` (never the true one).
         **kwargs: `ImageUnlearningModule`'s arguments (epochs, lr, momentum, weight_decay).
     """
@@ -71,7 +95,7 @@ class RandomLabel(ImageUnlearningModule):
     def __init__(
         self,
         original_ckpt: str,
-        passes: Literal["sequential", "joint"] = "sequential",
+        passes: Literal["sequential", "joint", "union"] = "sequential",
         labels: Literal["any", "wrong"] = "any",
         **kwargs: Any,
     ) -> None:
@@ -81,6 +105,8 @@ class RandomLabel(ImageUnlearningModule):
                 f"{LABELS}."
             )
         super().__init__(original_ckpt, **kwargs)
+        # passes: union — this epoch's label of each forget sample (by forget row).
+        self.epoch_forget_labels: torch.Tensor | None = None
 
     @property
     def train_on(self) -> str:  # type: ignore[override]
@@ -90,7 +116,36 @@ class RandomLabel(ImageUnlearningModule):
         draw = random_labels if self.hparams.labels == "any" else random_wrong_labels
         return draw(labels, self.model.hparams.num_classes)
 
-    def unlearning_loss(self, batch: dict[str, Batch]) -> torch.Tensor:
+    def train_tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """For ``passes: union`` (`TrainsOnTensors`): every training sample (forget ∪ retain),
+        its label, and its row in the forget set (-1: a retain sample); None otherwise (the
+        datamodule serves ``train_on``)."""
+        if self.hparams.passes != "union":
+            return None
+        images, labels = self.datamodule.samples("full").tensors
+        forget = self.datamodule.forget_indices
+        forget_rows = torch.full((len(labels),), -1, dtype=torch.long)
+        forget_rows[forget] = torch.arange(len(forget))
+        return images, labels, forget_rows
+
+    def on_train_epoch_start(self) -> None:
+        if self.hparams.passes != "union":
+            return
+        # As RL.py: a random label per forget sample, drawn once for the whole epoch; one draw
+        # for all processes, which all train on every batch.
+        _, labels = self.datamodule.samples("full").tensors
+        true_labels = labels[self.datamodule.forget_indices].to(self.device)
+        drawn = self.forget_labels(true_labels) if self.trainer.is_global_zero else true_labels
+        self.epoch_forget_labels = self.trainer.strategy.broadcast(drawn, src=0)
+
+    def unlearning_loss(
+        self, batch: dict[str, Batch] | tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    ) -> torch.Tensor:
+        if self.hparams.passes == "union":
+            images, labels, forget_rows = batch
+            assert self.epoch_forget_labels is not None
+            drawn = self.epoch_forget_labels[forget_rows.clamp(min=0)]
+            return self.cross_entropy((images, torch.where(forget_rows >= 0, drawn, labels)))
         if self.hparams.passes == "joint":
             forget_images, forget_labels = batch["forget"]
             retain_images, retain_labels = batch["retain"]

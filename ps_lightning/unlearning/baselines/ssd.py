@@ -7,9 +7,13 @@ gradient of the batch cross-entropy, eval mode, batches of 128) is computed on t
 retain set). Every parameter with ``I_f > alpha · I_D`` is multiplied by ``min(lambda · I_D /
 I_f, 1)``; the others, and every buffer (BatchNorm statistics), stay exactly as they were. The
 authors' defaults: alpha (selection weighting) 10, lambda (dampening constant) 1. Reference:
-if-loops/selective-synaptic-dampening, ``ssd.py`` (``ParameterPerturber``: ``calc_importance``,
-``modify_weight``) and ``src/forget_random_main.py`` (forget and full-training-set loaders
-of batch size 128).
+if-loops/selective-synaptic-dampening, ``src/ssd.py`` (``ParameterPerturber``:
+``calc_importance``, ``modify_weight``) and ``src/forget_random_main.py``, whose importance
+loaders have batches of 128 (``forget_train_dl = DataLoader(list(forget_train),
+batch_size=128)``; ``full_train_dl`` at ``-b``, default 128, which its script
+``src/cifar10_random_exps.sh`` leaves); the class default. Its class and sub-class scripts
+(``forget_full_class_main.py``, ``forget_subclass_main.py``) build both at ``-b``, whose
+default there is 64.
 """
 
 from __future__ import annotations
