@@ -59,6 +59,7 @@ help:
 	@echo "variables: SEED EXPID RATIO CLASSES DATA_DIR RUNS_DIR ACCELERATOR DEVICES PRECISION MAX_EPOCHS"
 	@echo "           bench: SEEDS SCENARIOS METHODS ISOLATE=1 (each step in its own process: peak memory)"
 	@echo "                  SELECT=1 (choose each method's values on SELECT_SEEDS by GRID, report on SEEDS)"
+	@echo "                  SELECT_METHODS=... (re-select only these) MERGE=1 (keep the other methods' rows)"
 	@echo "make bench-cifar10-random   the SalUn / l1-sparse papers' random-10% CIFAR-10 setting (GPU)"
 
 $(STAMP): pyproject.toml constraints.txt
@@ -137,11 +138,16 @@ SELECT_SEEDS ?= 0 1 2
 SEEDS ?= $(if $(SELECT),3 4 5,0 1 2 3 4)
 SCENARIOS ?= subclass random wholeclass
 METHODS ?=
+# SELECT_METHODS: with SELECT=1, re-select only these (the others keep their committed
+# selection); MERGE=1: keep the committed rows of the methods not run now (see README).
+SELECT_METHODS ?=
+MERGE ?=
 GRID ?= benchmarks/grids/$(DATASET).yaml
 bench: $(STAMP)
 	$(BIN)/ps-lightning bench --dataset $(DATASET) --seeds $(SEEDS) \
 		--scenarios $(SCENARIOS) $(if $(METHODS),--methods $(METHODS)) \
 		$(if $(SELECT),--grid $(GRID) --select-seeds $(SELECT_SEEDS)) \
+		$(if $(SELECT_METHODS),--select-methods $(SELECT_METHODS)) $(if $(MERGE),--merge) \
 		$(if $(MAX_EPOCHS),--max-epochs $(MAX_EPOCHS)) $(if $(ARCHITECTURE),--architecture $(ARCHITECTURE)) \
 		--runs-dir $(RUNS_DIR)/bench --out benchmarks/results $(if $(ISOLATE),--isolate) \
 		--trainer-arg=--trainer.accelerator=$(ACCELERATOR) --trainer-arg=--trainer.devices=$(DEVICES) \
