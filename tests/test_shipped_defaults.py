@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from ps_lightning.harness.chain import Harness
-from ps_lightning.harness.methods import METHOD_CONFIGS
+from ps_lightning.harness.methods import method_configs
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = (0, 1, 2)
@@ -30,7 +30,7 @@ def results(
     monkeypatch_module.chdir(REPO)  # the harness reads configs/<dataset>/ relative to the repo
     runs = tmp_path_factory.mktemp("shipped")
     harness = Harness("digits", runs, isolate=False, extra=[])
-    methods = {name: METHOD_CONFIGS[name] for name in ("ps_paper", "ps")}
+    methods = {name: method_configs("digits")[name] for name in ("ps_paper", "ps")}
     return {
         "wholeclass": harness.seed_run(0, "wholeclass", methods),
         "subclass": [harness.seed_run(seed, "subclass", methods) for seed in SEEDS],
