@@ -11,19 +11,16 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from ps_lightning.evaluation.report import COLUMNS
 from ps_lightning.harness.methods import cli_value
 
-METRICS = (
-    "linear_probe_forget_acc",
-    "relearn_steps",
-    "forget_acc",
-    "retain_acc",
-    "test_acc",
-    "target_class_test_acc",
-    "mia_svc",
-    "mia_svc_attack_acc",
-    "mia_lira",
-    "mia_lira_attack_acc",
+# The evaluation's metric columns, the one schema of both tables; the harness adds its own.
+METRICS = tuple(key for _, key, _ in COLUMNS)
+HARNESS_COLUMNS = (
+    ("avg gap ↓", "avg_gap"),
+    ("avg gap without MIA", "avg_gap_without_mia"),
+    ("fit time (s)", "fit_seconds"),
+    ("speed-up vs retrain", "speedup_vs_retrain"),
 )
 
 
@@ -63,42 +60,10 @@ def aggregate(
 
 def markdown(dataset: str, scenario: str, seeds: list[int], table: dict, isolate: bool) -> str:
     """A scenario's table (`aggregate`) in markdown; ``isolate`` adds the peak host memory."""
-    header = [
-        "model",
-        "forget acc",
-        "retain acc",
-        "test acc",
-        "target-class test acc",
-        "MIA-efficacy (SVC)",
-        "SVC attack acc",
-        "MIA-efficacy (LiRA)",
-        "LiRA attack acc",
-        "linear-probe forget acc",
-        "relearn steps",
-        "avg gap ↓",
-        "avg gap without MIA",
-        "fit time (s)",
-        "speed-up vs retrain",
-    ]
-    keys = [
-        "forget_acc",
-        "retain_acc",
-        "test_acc",
-        "target_class_test_acc",
-        "mia_svc",
-        "mia_svc_attack_acc",
-        "mia_lira",
-        "mia_lira_attack_acc",
-        "linear_probe_forget_acc",
-        "relearn_steps",
-        "avg_gap",
-        "avg_gap_without_mia",
-        "fit_seconds",
-        "speedup_vs_retrain",
-    ]
+    columns = [*((name, key) for name, key, _ in COLUMNS), *HARNESS_COLUMNS]
     if isolate:
-        header.append("peak host MiB")
-        keys.append("peak_host_mib")
+        columns.append(("peak host MiB", "peak_host_mib"))
+    header = ["model", *(name for name, _ in columns)]
     lines = [
         f"### {dataset} — {scenario} "
         + (f"(mean ± std over seeds {seeds})" if len(seeds) > 1 else f"(seed {seeds[0]})"),
@@ -111,7 +76,7 @@ def markdown(dataset: str, scenario: str, seeds: list[int], table: dict, isolate
         failures = int(row.get("failed_seeds", (0.0, math.nan))[0])
         label = name if not failures else f"{name} (failed on {failures} of {len(seeds)} seeds)"
         cells = [label]
-        for key in keys:
+        for _, key in columns:
             mean, std = row[key]
             digits = 1 if key in wide else 3
             if math.isnan(mean):
