@@ -21,8 +21,10 @@ PRECISION ?= 32-true
 MAX_EPOCHS ?=
 
 comma := ,
-# Where each step's run lives; configs/<dataset>/*.yaml name the same folders for the default
-# variables, so a step run by hand reads what make wrote (tests/test_run_layout.py).
+# Where each step's run lives, named here and in no config: every step is given its folder
+# (--run, under <save_dir>/<dataset>/) and the files of the runs before it (FROM_ORIGINAL,
+# FROM_REQUEST, the evaluation's checkpoints). The README's by-hand commands are these, for the
+# default variables (tests/test_run_layout.py).
 REQUEST_TAG := seed$(SEED)-ratio$(RATIO)-classes$(subst $(comma),+,$(CLASSES))
 ORIGINAL_RUN := expid$(EXPID)/original
 REQUEST_RUN := expid$(EXPID)/$(REQUEST_TAG)
@@ -31,6 +33,9 @@ REQUEST_DIR := $(RUNS_DIR)/$(DATASET)/$(REQUEST_RUN)
 ORIGINAL_CKPT := $(ORIGINAL_DIR)/checkpoints/model.ckpt
 MANIFEST := $(REQUEST_DIR)/retrain/split.json
 CONFIGS := configs/$(DATASET)
+# The datasets `make <dataset>` runs: the folders of configs/.
+DATASETS := $(sort $(notdir $(patsubst %/,%,$(wildcard configs/*/))))
+space := $(subst ,, )
 
 COMMON := --trainer.logger.init_args.save_dir $(RUNS_DIR) --data.init_args.data_dir $(DATA_DIR) \
 	--trainer.accelerator $(ACCELERATOR) --trainer.devices $(DEVICES) \
@@ -45,13 +50,13 @@ FROM_ORIGINAL := --model.init_args.original_ckpt $(ORIGINAL_CKPT)
 # (from its last.ckpt where it has one), never skipped and never refused.
 RESUME = $(if $(wildcard $(1)/config.yaml),--ckpt_path last)
 
-.PHONY: help install demo test lint tensorboard chain bench bench-cifar10-random digits mnist fashion_mnist cifar10 cifar100 \
-	tinyimagenet fashion_mnist-data clean-runs
+.PHONY: help install demo test lint tensorboard chain bench bench-cifar10-random $(DATASETS) \
+	fashion_mnist-data clean-runs
 
 help:
 	@echo "make demo          the whole chain on the embedded digits data, then its comparison table"
 	@echo "make test          the test suite"
-	@echo "make <dataset>     digits | mnist | fashion_mnist | cifar10 | cifar100 | tinyimagenet:"
+	@echo "make <dataset>     $(subst $(space), | ,$(DATASETS)):"
 	@echo "                   original -> retrain -> naive_ps -> ps -> evaluate"
 	@echo "make fashion_mnist-data   lay out Fashion-MNIST offline from Debian's dataset-fashion-mnist"
 	@echo "make bench         every method x seed x scenario side by side (DATASET, SEEDS, METHODS, SCENARIOS)"
@@ -82,7 +87,7 @@ tensorboard: $(STAMP)
 
 demo: digits
 
-digits mnist fashion_mnist cifar10 cifar100 tinyimagenet:
+$(DATASETS):
 	@$(MAKE) --no-print-directory chain DATASET=$@
 
 # Fashion-MNIST without internet access to its host: Debian's package dataset-fashion-mnist

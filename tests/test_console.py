@@ -259,6 +259,8 @@ def test_the_progress_bar_drops_lightnings_v_num_and_respects_the_switch(
             "fit",
             "--config",
             str(CONFIGS / "original.yaml"),
+            "--run",
+            "expid0/original",
             "--trainer.logger.init_args.save_dir",
             str(tmp_path),
             "--trainer.enable_progress_bar",

@@ -1,5 +1,6 @@
-"""The configs, `make` and the README's by-hand commands name the same run folders: after
-`make demo` (or the commands by hand) another step is one `ps-lightning fit --config` away."""
+"""Run folders are named in one place: `make` names the chain's (the README's by-hand commands
+are make's), the benchmark harness its own, no config any. After `make demo` (or the commands
+by hand) another step is one `ps-lightning fit` away, with the same flags."""
 
 from __future__ import annotations
 
@@ -18,6 +19,16 @@ from ps_lightning.steps import run_step
 
 CONFIGS = REPO_ROOT / "configs"
 DATASETS = sorted(p.name for p in CONFIGS.iterdir() if p.is_dir())
+CHAIN = ("original", "retrain", "naive_ps", "ps", "evaluate")
+MODELS = ("original", "retrain", "naive_ps", "ps")
+# The flags that name a step's run folder and the files of other runs it reads.
+LAYOUT = (
+    "--config",
+    "--run",
+    "--model.init_args.original_ckpt",
+    "--data.init_args.split_manifest",
+    "--model.init_args.checkpoints",
+)
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 # Per config: what makes the step quick (one short epoch of training).
 QUICK = {
@@ -25,6 +36,7 @@ QUICK = {
     "retrain.yaml": ["--trainer.max_epochs", "1", "--lr_scheduler.init_args.T_max", "1"],
     "ps.yaml": ["--model.init_args.epochs", "2"],
 }
+needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 
 
 def options(command: list[str]) -> dict[str, str]:
@@ -34,8 +46,8 @@ def options(command: list[str]) -> dict[str, str]:
     return dict(zip(words[::2], words[1::2], strict=True))
 
 
-def make_commands(dataset: str) -> list[dict[str, str]]:
-    """The ps-lightning steps ``make <dataset>`` runs, with their default variables."""
+def make_commands(dataset: str) -> dict[str, dict[str, str]]:
+    """The ps-lightning steps ``make <dataset>`` runs, with their default variables, by step."""
     dry_run = subprocess.run(
         ["make", "--no-print-directory", "-n", "-B", "chain", f"DATASET={dataset}"],
         cwd=REPO_ROOT,
@@ -43,80 +55,100 @@ def make_commands(dataset: str) -> list[dict[str, str]]:
         text=True,
         check=True,
     ).stdout.replace("\\\n", " ")
-    return [options(shlex.split(line)) for line in dry_run.splitlines() if "ps-lightning" in line]
+    commands = [shlex.split(line) for line in dry_run.splitlines() if "ps-lightning" in line]
+    return {Path(options(c)["--config"]).stem: options(c) for c in commands}
 
 
-def config(dataset: str, name: str) -> dict:
-    return yaml.safe_load((CONFIGS / dataset / name).read_text())
+def test_no_config_names_a_run_folder_or_a_file_of_a_run() -> None:
+    for path in sorted(CONFIGS.rglob("*.yaml")):
+        text = path.read_text()
+        assert "runs/" not in text, path
+        loaded = yaml.safe_load(text)
+        assert not (isinstance(loaded, dict) and "run" in loaded), path
 
 
-@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+@needs_make
 @pytest.mark.parametrize("dataset", DATASETS)
-def test_configs_name_the_runs_and_files_make_writes_and_reads(dataset: str) -> None:
-    data = config(dataset, "data.yaml")["init_args"]
-    steps = {}
-    for step in make_commands(dataset):
-        name = Path(step["--config"]).name
-        steps[name] = step
-        shipped = config(dataset, name)
-        assert shipped["run"] == step["--run"], name
+def test_make_names_each_run_and_hands_each_step_the_files_of_the_runs_before_it(
+    dataset: str,
+) -> None:
+    steps = make_commands(dataset)
+    assert set(steps) == set(CHAIN)
+    runs = Path(steps["original"]["--trainer.logger.init_args.save_dir"]) / dataset
+    folder = {name: runs / step["--run"] for name, step in steps.items()}
+    model = {name: str(folder[name] / "checkpoints" / "model.ckpt") for name in MODELS}
+    # The request's steps side by side, in a folder of the original model's parent.
+    request = folder["retrain"].parent
+    assert all(folder[name].parent == request for name in CHAIN[1:])
+    assert request.parent == folder["original"].parent
+    data = yaml.safe_load((CONFIGS / dataset / "data.yaml").read_text())["init_args"]
+    for name, step in steps.items():
         # Make's request is the shared block's.
         assert yaml.safe_load(step["--data.init_args.forget_classes"]) == data["forget_classes"]
         assert float(step["--data.init_args.forget_ratio"]) == data["forget_ratio"]
         assert int(step["--data.init_args.seed"]) == data["seed"]
-        if step.get("--data.init_args.split_manifest", "null") != "null":
-            assert step["--data.init_args.split_manifest"] == data["split_manifest"], name
-        if "--model.init_args.original_ckpt" in step:
-            original = step["--model.init_args.original_ckpt"]
-            assert shipped["model"]["init_args"]["original_ckpt"] == original, name
-        if "--model.init_args.checkpoints" in step:
-            checkpoints = yaml.safe_load(step["--model.init_args.checkpoints"])
-            assert shipped["model"]["init_args"]["checkpoints"] == checkpoints
-    assert set(steps) == {
-        f"{s}.yaml" for s in ("original", "retrain", "naive_ps", "ps", "evaluate")
-    }
-    # The manifest every later step reads is the one the retrain run writes.
-    retrain = steps["retrain.yaml"]
-    runs = Path(retrain["--trainer.logger.init_args.save_dir"]) / dataset
-    assert Path(data["split_manifest"]) == runs / retrain["--run"] / "split.json"
-    # The peers that make does not run sit beside Naive PS, on the same original model.
-    naive = config(dataset, "naive_ps.yaml")
-    request_folder = Path(naive["run"]).parent
-    for path in sorted((CONFIGS / dataset).glob("*.yaml")):
-        shipped = yaml.safe_load(path.read_text())
-        if path.stem in ("data", "original"):
-            continue
-        assert Path(shipped["run"]) == request_folder / path.stem, path
-        original_ckpt = shipped["model"].get("init_args", {}).get("original_ckpt")
-        if original_ckpt is not None:
-            assert original_ckpt == naive["model"]["init_args"]["original_ckpt"], path
+        # Original and retrain draw the split; every later step reads the one retrain wrote.
+        manifest = step.get("--data.init_args.split_manifest", "null")
+        expected = (
+            "null" if name in ("original", "retrain") else str(folder["retrain"] / "split.json")
+        )
+        assert manifest == expected, name
+        unlearning = name in ("naive_ps", "ps")
+        assert step.get("--model.init_args.original_ckpt") == (
+            model["original"] if unlearning else None
+        )
+    assert yaml.safe_load(steps["evaluate"]["--model.init_args.checkpoints"]) == model
 
 
 def readme_by_hand_commands() -> list[list[str]]:
-    """The ps-lightning lines of the README's "By hand, on digits" block, as argument lists."""
+    """The ps-lightning commands of the README's "By hand, on digits" block as the shell runs
+    them (its variables expanded), as argument lists after ``ps-lightning``."""
     readme = (REPO_ROOT / "README.md").read_text()
-    block = readme.split("By hand, on digits:", 1)[1].split("```bash\n", 1)[1].split("```")[0]
-    return [shlex.split(line)[1:] for line in block.splitlines() if "ps-lightning" in line]
+    block = readme.split("By hand, on digits", 1)[1].split("```bash\n", 1)[1].split("```")[0]
+    shown = subprocess.run(
+        [
+            "bash",
+            "-euc",
+            'show() { printf "%q " "$@"; echo; }\n'
+            + block.replace(".venv/bin/ps-lightning", "show"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [shlex.split(line) for line in shown.splitlines()]
+
+
+@needs_make
+def test_the_readme_by_hand_chain_is_makes() -> None:
+    commands = readme_by_hand_commands()
+    made = make_commands("digits")
+    assert [Path(c[2]).stem for c in commands[: len(CHAIN)]] == list(CHAIN)
+    for command in commands[: len(CHAIN)]:
+        by_hand = dict(zip(command[1::2], command[2::2], strict=True))
+        step = made[Path(by_hand["--config"]).stem]
+        for flag in LAYOUT:
+            # Make's retrain says `split_manifest null`, the default.
+            mine, makes = by_hand.get(flag, "null"), step.get(flag, "null")
+            assert yaml.safe_load(mine) == yaml.safe_load(makes), (command[2], flag)
 
 
 def test_the_readme_by_hand_chain_runs_and_a_further_step_needs_only_a_run_name(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.chdir(tmp_path)  # the configs' runs/ paths are relative to where one works
+    monkeypatch.chdir(tmp_path)  # the commands' runs/ paths are relative to where one works
     commands = readme_by_hand_commands()
-    assert [c[2] for c in commands[:5]] == [
-        f"configs/digits/{name}.yaml"
-        for name in ("original", "retrain", "naive_ps", "ps", "evaluate")
-    ]
     for command in commands:
         name = Path(command[2]).name
         command[2] = str(CONFIGS / "digits" / name)
         run_step([*command, *QUIET, *QUICK.get(name, [])])
     request = tmp_path / "runs/digits/expid0/seed209-ratio0.1-classes1"
     table = (request / "evaluate" / "table.md").read_text()
-    assert all(f"| {model} |" in table for model in ("original", "retrain", "naive_ps", "ps"))
-    # The further step: its own folder, the retrain run's split, the shipped original model.
-    further = tmp_path / "runs/digits" / commands[5][commands[5].index("--run") + 1]
+    assert all(f"| {model} |" in table for model in MODELS)
+    # The further step: its own folder, the retrain run's split, the chain's original model.
+    further = (
+        tmp_path / "runs/digits" / commands[len(CHAIN)][commands[len(CHAIN)].index("--run") + 1]
+    )
     assert further.parent == request and further.name != "ps"
     split = json.loads((further / "split.json").read_text())
     assert split == json.loads((request / "retrain" / "split.json").read_text())

@@ -4,6 +4,10 @@ config file of the dataset and the command-line values that complete it.
 A method here is ``(config file, overrides)``: ``configs/<dataset>/<config file>`` run with the
 overrides after it. `method_configs` gives a dataset's methods, `parse_variant` one more from
 the command line (``--variant``).
+
+`METHOD_CONFIGS` is the registry of the project's methods: a new method is its class, an entry
+here and its config in every dataset folder of configs/; tests/test_registry.py fails while a
+method class has no entry, or an entry no config in some dataset folder.
 """
 
 from __future__ import annotations
