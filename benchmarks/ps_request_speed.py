@@ -44,8 +44,9 @@ import torch
 import torch.nn.functional as F
 
 from ps_lightning.harness.methods import SCENARIOS
-from ps_lightning.prototype_surgery.ps_module import LOSSES, OPTIMIZERS, intra_op_threads
+from ps_lightning.prototype_surgery.ps_module import LOSSES, OPTIMIZERS
 from ps_lightning.prototype_surgery.soft_labels import soft_cross_entropy
+from ps_lightning.prototype_surgery.threads import intra_op_threads
 
 TWO_THREAD_EPOCHS = 5
 # The harness's whole-class request, drawn afresh (not from the original run's split).

@@ -28,7 +28,12 @@ import torch
 
 from ps_lightning.console import quiet_known_noise
 from ps_lightning.data.datamodule import UnlearningDataModule
-from ps_lightning.data.requests import draw_forget_indices, indices_request, validate_request
+from ps_lightning.data.requests import (
+    draw_forget_indices,
+    indices_request,
+    request_record,
+    validate_request,
+)
 from ps_lightning.evaluation.metrics import MemberPick, split_metrics
 from ps_lightning.models.classifier import ImageClassifier
 from ps_lightning.prototype_surgery.ps_module import PSUnlearnModule, SurgeryMethod
@@ -167,7 +172,7 @@ class Unlearner:
         model = module.model.requires_grad_(True).eval()
         return ForgetResult(
             model=model,
-            forget_indices=list(request_data.manifest["forget_indices"]),
+            forget_indices=list(module.result_manifest()["forget_indices"]),
             seconds=seconds,
             record=module.unlearning_record(),
             checkpoint=run_dir / RESULT_CHECKPOINT if save_to is not None else None,
@@ -202,5 +207,5 @@ class Unlearner:
         validate_request(kind, class_list, ratio, data.num_classes, None)
         labels = data.samples("train").tensors[1]
         forget = draw_forget_indices(labels, kind, class_list, ratio, seed)
-        request = data.request_record(kind, class_list, ratio, seed, None)
+        request = request_record(kind, class_list, ratio, seed, None)
         return data.with_forget_set(forget.tolist(), request)

@@ -18,7 +18,7 @@ def fake_trainer(
     lightning_module: object = None,
 ) -> SimpleNamespace:
     """The few Trainer attributes an UnlearningDataModule reads, without running a Trainer;
-    ``lightning_module`` is the module being fitted, whose declarations the loaders follow."""
+    ``lightning_module`` is the module being fitted."""
     return SimpleNamespace(
         lightning_module=lightning_module,
         log_dir=None if log_dir is None else str(log_dir),

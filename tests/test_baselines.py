@@ -204,7 +204,9 @@ def test_forget_plus_retain_serves_one_normalised_batch_of_each_per_step(
     dm = DigitsDataModule(forget_ratio=1.0, batch_size=64)
     module = RandomLabel(str(original.ckpt), passes="joint")
     dm.trainer = fake_trainer(training=True, lightning_module=module)
-    loaders = dm.train_dataloader()
+    dm.trainer.datamodule = dm
+    module.trainer = dm.trainer
+    loaders = module.train_dataloader()
     assert set(loaders) == {"forget", "retain"}
     assert len(loaders["forget"].dataset) == len(dm.forget_indices)
     assert len(loaders["retain"].dataset) == len(dm.retain_indices)

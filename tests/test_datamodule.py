@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
 from conftest import fake_trainer, listing
 
 from ps_lightning.data import DigitsDataModule, MNISTDataModule, UnlearningDataModule
-from ps_lightning.data.datamodule import MANIFEST_NAME, TensorSamples
-from ps_lightning.data.manifest import fingerprint, write_manifest
+from ps_lightning.data.loaders import same_order_loader
+from ps_lightning.data.manifest import MANIFEST_NAME, fingerprint, write_manifest
+from ps_lightning.data.samplers import AugmentedImageBatch, ImageBatch, TensorSamples
 from ps_lightning.data.sources import Source
 from ps_lightning.files import atomic_write
 
@@ -407,8 +407,9 @@ def test_eval_loaders_shard_each_sample_exactly_once_across_ranks() -> None:
 def test_after_transfer_normalises_uint8_with_the_dataset_statistics() -> None:
     dm = DigitsDataModule(eval_batch_size=8)
     dm.trainer = fake_trainer(training=False)
-    images, labels = next(iter(dm.eval_dataloader("test")))
-    out_images, out_labels = dm.on_after_batch_transfer((images, labels), 0)
+    batch = next(iter(dm.eval_dataloader("test")))
+    images, labels = batch
+    out_images, out_labels = dm.on_after_batch_transfer(batch, 0)
     assert out_images.dtype == torch.float32
     expected = (images.double() / 255.0 - 0.30) / 0.38
     torch.testing.assert_close(out_images.double(), expected, rtol=0, atol=1e-5)
@@ -417,22 +418,26 @@ def test_after_transfer_normalises_uint8_with_the_dataset_statistics() -> None:
 
 def test_after_transfer_augments_only_training_batches() -> None:
     dm = IndexedDataModule(batch_size=64)
-    images, labels = next(iter(dm.eval_dataloader("retain")))
+    batch = next(iter(dm.eval_dataloader("retain")))
+    images, labels = batch
     plain = (images.float() / 255.0 - 0.5) / 0.25
 
-    dm.trainer = fake_trainer(training=False)
-    torch.testing.assert_close(dm.on_after_batch_transfer((images, labels), 0)[0], plain)
-
+    # Also while training: an evaluation batch is never augmented.
     dm.trainer = fake_trainer(training=True)
+    assert type(batch) is ImageBatch
+    torch.testing.assert_close(dm.on_after_batch_transfer(batch, 0)[0], plain)
+
+    assert type(next(iter(dm.train_dataloader()))) is AugmentedImageBatch
     torch.manual_seed(0)
-    augmented, same_labels = dm.on_after_batch_transfer((images, labels), 0)
+    augmented, same_labels = dm.on_after_batch_transfer(AugmentedImageBatch(images, labels), 0)
     assert augmented.shape == plain.shape
     assert not torch.equal(augmented, plain)
     assert torch.equal(same_labels, labels)
 
     no_augment = IndexedDataModule(batch_size=64, augment=False)
     no_augment.trainer = fake_trainer(training=True)
-    torch.testing.assert_close(no_augment.on_after_batch_transfer((images, labels), 0)[0], plain)
+    assert type(next(iter(no_augment.train_dataloader()))) is ImageBatch
+    torch.testing.assert_close(no_augment.on_after_batch_transfer(batch, 0)[0], plain)
 
 
 def test_after_transfer_passes_float_batches_through_untouched() -> None:
@@ -444,37 +449,16 @@ def test_after_transfer_passes_float_batches_through_untouched() -> None:
     assert out[0] is features and out[1] is targets
 
 
-class TensorModule:
-    """A fitted module that trains on tensors of its own (`TrainsOnTensors`)."""
-
-    def __init__(self, *tensors: torch.Tensor | None) -> None:
-        self.tensors = tensors
-
-    def train_tensors(self) -> tuple[torch.Tensor, ...] | None:
-        return None if self.tensors == (None,) else self.tensors
-
-
-class SplitModule:
-    """A fitted module that names its split and part batch sizes (`TrainsOnSplits`)."""
-
-    def __init__(self, train_on: str, part_batch_sizes: dict[str, int] | None = None) -> None:
-        self.train_on = train_on
-        self.sizes = part_batch_sizes
-
-    def part_batch_sizes(self) -> dict[str, int] | None:
-        return self.sizes
-
-
 def fitting(dm: UnlearningDataModule, module: object, training: bool = True) -> None:
     dm.trainer = fake_trainer(training=training, lightning_module=module)
 
 
-def test_a_module_that_trains_on_tensors_gets_them_instead_of_the_images() -> None:
+def test_a_loader_of_a_methods_own_rows_serves_them_in_one_seeded_order() -> None:
     dm = DigitsDataModule(batch_size=4)
     features = torch.arange(10 * 3, dtype=torch.float32).view(10, 3)
     targets = torch.arange(10)
-    fitting(dm, TensorModule(features, targets))
-    batches = list(dm.train_dataloader())
+    seed = dm.hparams.seed
+    batches = list(same_order_loader(TensorSamples(features, targets), dm.hparams.batch_size, seed))
     assert [len(b[0]) for b in batches] == [4, 4, 2]
     rows = torch.cat([b[0] for b in batches])
     order = torch.cat([b[1] for b in batches])
@@ -482,8 +466,11 @@ def test_a_module_that_trains_on_tensors_gets_them_instead_of_the_images() -> No
     assert order.tolist() != list(range(10))  # shuffled
     assert torch.equal(rows, features[order])  # features stay paired with their targets
     # The order is seeded by the data's seed: the same batches in every run and process.
-    fitting(dm, TensorModule(features, targets))
-    assert torch.equal(torch.cat([b[1] for b in dm.train_dataloader()]), order)
+    again = same_order_loader(TensorSamples(features, targets), dm.hparams.batch_size, seed)
+    assert torch.equal(torch.cat([b[1] for b in again]), order)
+    # Not cut by the datamodule's loaders, so its after-transfer hook leaves them alone.
+    fitting(dm, None)
+    assert dm.on_after_batch_transfer(batches[0], 0) is batches[0]
 
 
 @pytest.mark.parametrize(
@@ -491,17 +478,9 @@ def test_a_module_that_trains_on_tensors_gets_them_instead_of_the_images() -> No
     [(torch.empty(0, 64), torch.empty(0)), (torch.zeros(5, 64), torch.zeros(4)), ()],
     ids=["empty", "unequal-lengths", "nothing"],
 )
-def test_unusable_module_tensors_are_refused_not_replaced_by_images(tensors) -> None:
-    dm = DigitsDataModule()
-    fitting(dm, TensorModule(*tensors))
-    with pytest.raises(ValueError, match=r"TensorModule.train_tensors\(\) must return non-empty"):
-        dm.train_dataloader()
-
-
-def test_a_module_without_tensors_yet_gets_the_configured_split() -> None:
-    dm = DigitsDataModule(train_on="retain")
-    fitting(dm, TensorModule(None))
-    assert len(dm.train_dataloader().dataset) == len(dm.retain_indices)
+def test_unusable_rows_of_a_method_are_refused(tensors) -> None:
+    with pytest.raises(ValueError, match=r"needs non-empty tensors of one length"):
+        same_order_loader(TensorSamples(*tensors), 256, 209)
 
 
 @pytest.mark.parametrize("module", [object(), None], ids=["plain-module", "no-trainer-module"])
@@ -512,19 +491,20 @@ def test_a_module_without_a_declaration_gets_the_configured_train_on(module: obj
     assert dm.state_dict()["train_on"] == "forget"
 
 
-def test_a_module_that_names_its_split_is_served_it_and_the_data_stays_as_configured() -> None:
+def test_a_split_asked_for_is_served_and_the_data_stays_as_configured() -> None:
     dm = IndexedDataModule(forget="random", forget_ratio=0.25, batch_size=8)
-    fitting(dm, SplitModule("retain"))
-    assert sorted(loader_indices(dm.train_dataloader())) == dm.retain_indices.tolist()
-    # Checkpoints say what was trained on; the datamodule's own setting is untouched.
-    assert dm.state_dict()["train_on"] == "retain"
+    fitting(dm, None)
+    assert sorted(loader_indices(dm.train_loader("retain"))) == dm.retain_indices.tolist()
+    # Checkpoints say what the datamodule was configured to serve; its setting is untouched.
+    assert dm.state_dict()["train_on"] == "full"
     assert dm.hparams.train_on == "full"
 
 
-def test_forget_then_retain_passes_use_the_modules_part_batch_sizes() -> None:
+def test_forget_then_retain_passes_use_the_part_batch_sizes_asked_for() -> None:
     dm = IndexedDataModule(forget="random", forget_ratio=0.25, batch_size=64)
-    fitting(dm, SplitModule("forget-then-retain", {"forget": 16}))
-    batches = [next(iter(batch.items())) for batch in dm.train_dataloader()]
+    fitting(dm, None)
+    loader = dm.train_loader("forget-then-retain", {"forget": 16})
+    batches = [next(iter(batch.items())) for batch in loader]
     sizes = [(part, len(labels)) for part, (_, labels) in batches]
     # 50 forget samples in batches of 16, then 150 retain samples in the data's batches of 64.
     assert sizes == [("forget", 16)] * 3 + [("forget", 2)] + [("retain", 64)] * 2 + [("retain", 22)]
@@ -533,36 +513,34 @@ def test_forget_then_retain_passes_use_the_modules_part_batch_sizes() -> None:
 
 
 @pytest.mark.parametrize(
-    ("module", "message"),
+    ("train_on", "batch_sizes", "message"),
     [
-        (SplitModule("everything"), "declares train_on='everything', which is not one of"),
-        (
-            SplitModule("forget-then-retain", {"forget": 0}),
-            r"declares part_batch_sizes \{'forget': 0\}",
-        ),
+        ("everything", None, "train_on='everything' is not one of"),
+        ("forget-then-retain", {"forget": 0}, r"batch sizes \{'forget': 0\}"),
     ],
     ids=["unknown-split", "zero-batch"],
 )
-def test_bad_declarations_are_refused_naming_the_module(module: object, message: str) -> None:
+def test_bad_loader_requests_are_refused(
+    train_on: str, batch_sizes: dict[str, int] | None, message: str
+) -> None:
     dm = IndexedDataModule()
-    fitting(dm, module)
-    with pytest.raises(ValueError, match=f"SplitModule {message}"):
-        dm.train_dataloader()
+    fitting(dm, None)
+    with pytest.raises(ValueError, match=message):
+        dm.train_loader(train_on, batch_sizes)
 
 
-@pytest.mark.parametrize(("data_augment", "module_augment"), [(True, False), (False, True)])
-def test_a_module_that_chooses_augmentation_overrides_the_data(
-    data_augment: bool, module_augment: bool
+@pytest.mark.parametrize(("data_augment", "loader_augment"), [(True, False), (False, True)])
+def test_a_loader_that_chooses_augmentation_overrides_the_data(
+    data_augment: bool, loader_augment: bool
 ) -> None:
     dm = IndexedDataModule(batch_size=64, augment=data_augment)
-    images, labels = next(iter(dm.eval_dataloader("retain")))
-    plain = (images.float() / 255.0 - 0.5) / 0.25
-    module = SimpleNamespace(augment_training=module_augment)
-    fitting(dm, module)
+    fitting(dm, None)
     torch.manual_seed(0)
-    out = dm.on_after_batch_transfer((images, labels), 0)[0]
-    assert torch.equal(out, plain) is not module_augment
-    assert dm.hparams.augment is data_augment  # never written by the module
+    batch = next(iter(dm.train_loader("retain", augment=loader_augment)))
+    plain = (batch.images.float() / 255.0 - 0.5) / 0.25
+    out = dm.on_after_batch_transfer(batch, 0)[0]
+    assert torch.equal(out, plain) is not loader_augment
+    assert dm.hparams.augment is data_augment  # never written by the loader's caller
 
 
 def test_atomic_writes_get_the_permissions_of_an_ordinary_write(tmp_path: Path) -> None:

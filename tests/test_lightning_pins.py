@@ -52,3 +52,45 @@ def test_the_private_lightningcli_methods_the_cli_uses_keep_their_names_and_argu
     assert arguments(LightningCLI._instantiate_trainer) == ["self", "config", "callbacks"]
     assert arguments(PSLightningCLI._instantiate_trainer) == ["self", "config", "callbacks"]
     assert arguments(LightningCLI._get) == ["self", "config", "key", "default"]
+
+
+class _ServesNothing(L.LightningDataModule):
+    def train_dataloader(self) -> torch.utils.data.DataLoader:
+        raise AssertionError("the fit loop asked the datamodule, not the method")
+
+
+class _TrainsOnItsOwnRows(L.LightningModule):
+    """What `UnlearningModule.setup` does: points the fit loop at the module's own loader."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.seen: list[float] = []
+
+    def setup(self, stage: str) -> None:
+        self.trainer.fit_loop._data_source.instance = self
+
+    def train_dataloader(self) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(torch.tensor([[7.0], [8.0]]), batch_size=1)
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        self.seen.append(float(batch))
+        return (self.weight - batch).pow(2).sum()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_a_method_can_point_the_fit_loop_at_its_own_loader_beside_a_datamodule() -> None:
+    # The fit loop's private `_data_source.instance` (Lightning 2.6): Lightning offers no
+    # public way for a module to serve its training data when a datamodule is attached.
+    module = _TrainsOnItsOwnRows()
+    trainer = L.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, datamodule=_ServesNothing())
+    assert module.seen == [7.0, 8.0]

@@ -16,7 +16,7 @@ import yaml
 from unlearning_fixtures import Original, init_default, original
 
 from ps_lightning.data import DigitsDataModule
-from ps_lightning.data.datamodule import SequentialPartsSampler
+from ps_lightning.data.samplers import AugmentedImageBatch, SequentialPartsSampler
 from ps_lightning.harness.methods import method_configs
 from ps_lightning.steps import resolved_config
 from ps_lightning.unlearning import SCRUB, SSD, GradientAscent, L1Sparse, RandomLabel, SalUn
@@ -251,8 +251,10 @@ def test_scrub_makes_the_whole_max_pass_then_the_whole_min_pass(
     # Set at the start of each epoch: epochs 1-3 (from 1) at lr, 4 and 5 at lr / 10.
     per_epoch = [sorted({lr for e, lr in log.lrs if e == epoch}) for epoch in range(5)]
     assert per_epoch == [[0.0005]] * 3 + [[pytest.approx(0.00005)]] * 2
-    # The reference trains unaugmented: SCRUB says so, the datamodule's own setting is kept.
-    assert data.augments_training() is False
+    # The reference trains unaugmented: SCRUB's loader says so, the datamodule's own setting is
+    # kept.
+    parts = [part for batch in module.train_dataloader() for part in batch.values()]
+    assert parts and not any(isinstance(part, AugmentedImageBatch) for part in parts)
     assert data.hparams.augment is True
 
 

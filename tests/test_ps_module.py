@@ -32,7 +32,8 @@ from unlearning_fixtures import (
 from ps_lightning.data import DigitsDataModule
 from ps_lightning.data.manifest import write_manifest
 from ps_lightning.models.classifier import LeNet5, classifier_record, load_classifier
-from ps_lightning.prototype_surgery import PSUnlearnModule, ps_module
+from ps_lightning.prototype_surgery import PSUnlearnModule
+from ps_lightning.prototype_surgery import threads as ps_threads
 from ps_lightning.prototype_surgery.closed_form import (
     augmented_gram,
     gram,
@@ -50,7 +51,7 @@ from ps_lightning.prototype_surgery.ledger import (
     index_path,
     record_path,
 )
-from ps_lightning.prototype_surgery.ps_module import NVML_CHECK, HeadThreads
+from ps_lightning.prototype_surgery.threads import NVML_CHECK, HeadThreads
 
 __all__ = ["naive_reference", "original", "retrain_ckpt"]  # fixtures used below
 
@@ -685,7 +686,7 @@ def test_ps_epochs_skip_the_nvml_probe_only_without_a_driver_and_restore_it(
     driver: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(NVML_CHECK, "1")
-    monkeypatch.setattr(ps_module, "nvml_loadable", lambda: driver)
+    monkeypatch.setattr(ps_threads, "nvml_loadable", lambda: driver)
     seen = _SeesNvmlCheck()
     trainer = L.Trainer(
         max_epochs=1,

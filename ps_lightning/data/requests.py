@@ -62,6 +62,19 @@ def indices_request(ids: list[int]) -> dict[str, Any]:
     return {"kind": "indices", "count": len(ids), "ids_sha256": ids_sha256(ids)}
 
 
+def request_record(
+    kind: str, classes: list[int], ratio: float, seed: int, indices_file: str | None
+) -> dict[str, Any]:
+    """What a manifest records as the request: its settings, or for ``indices`` its ids."""
+    if kind == "indices":
+        # Identified by content: an edited file is another request, a moved one is not.
+        return indices_request(read_indices_file(str(indices_file)))
+    record: dict[str, Any] = {"kind": kind, "ratio": float(ratio), "seed": int(seed)}
+    if kind == "classes":
+        record["classes"] = sorted(int(c) for c in classes)
+    return record
+
+
 def read_indices_file(path: str) -> list[int]:
     """A JSON list of integers, or one integer per line (blank lines and # comments ignored)."""
     file = Path(path)
@@ -157,6 +170,20 @@ def draw_forget_indices(
             "forget a part of the data."
         )
     return torch.sort(forget).values
+
+
+def split_rows(chosen: list[int], total: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sorted int64 rows ``chosen`` of ``total``, and the sorted rest."""
+    is_chosen = torch.zeros(total, dtype=torch.bool)
+    is_chosen[chosen] = True
+    return torch.nonzero(is_chosen).flatten(), torch.nonzero(~is_chosen).flatten()
+
+
+def covers_whole_classes(labels: torch.Tensor, forget_indices: torch.Tensor) -> bool:
+    """Whether the samples ``forget_indices`` are exactly every sample of their classes."""
+    forget_labels = labels[forget_indices]
+    classes = forget_labels.unique()
+    return bool((labels[:, None] == classes).any(1).sum() == len(forget_labels))
 
 
 def split_test_set(num_test: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

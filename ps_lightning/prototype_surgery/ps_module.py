@@ -2,47 +2,40 @@
 Lightning.
 
 `on_fit_start` does every pass over images (the surgery index, the forget set, the retain
-anchor and the held-out calibration set) once, with the backbone frozen in eval mode; the PS
-epochs then run through Lightning's own loop on the cached forget features, so an epoch costs
-a few small matrix products whatever the backbone.
+anchor and the held-out calibration set) once, with the backbone frozen in eval mode, and Naive
+PS's surgery (`ps_lightning.prototype_surgery.naive_surgery`); the PS epochs then run through
+Lightning's own loop on a loader of the cached forget features (`train_dataloader`), on one
+intra-op thread (`ps_lightning.prototype_surgery.threads`), so an epoch costs a few small matrix
+products whatever the backbone.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import functools
-import os
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, Literal, get_args
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
+from torch.utils.data import DataLoader
 
-from ps_lightning.prototype_surgery.closed_form import (
-    accumulate_gram,
-    augmented_gram,
-    naive_head_surgery,
-    noise_floor_rtol,
-    truncated_pinv,
-    with_constant,
-)
+from ps_lightning.data.loaders import same_order_loader
+from ps_lightning.data.samplers import TensorSamples
 from ps_lightning.prototype_surgery.early_stop import (
     ClosestToHeldoutLevel,
     early_stop_outcome,
     heldout_confidence,
 )
 from ps_lightning.prototype_surgery.figures import PSFigures
-from ps_lightning.prototype_surgery.ledger import Ledger, LedgerState, classifier_content_hash
+from ps_lightning.prototype_surgery.naive_surgery import naive_surgery
 from ps_lightning.prototype_surgery.soft_labels import (
     paper_cross_entropy,
     soft_cross_entropy,
     soft_labels,
 )
-from ps_lightning.unlearning.unlearning_module import RESULT_CHECKPOINT, UnlearningModule
+from ps_lightning.prototype_surgery.threads import HeadThreads
+from ps_lightning.unlearning.unlearning_module import UnlearningModule
 
 # The choices of the options, typed so that `--help` lists them and the CLI refuses others;
 # the tuples check the same choices for callers that build the module in Python.
@@ -58,73 +51,6 @@ EARLY_STOP: tuple[str, ...] = get_args(EarlyStop)
 ANCHOR_TARGETS: tuple[str, ...] = get_args(AnchorTarget)
 LOSSES = {"soft": soft_cross_entropy, "paper": paper_cross_entropy}
 OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
-# Intra-op threads for head-sized work (the PS epochs on cached features, the d×d surgery
-# algebra). Matrices of a few hundred rows by 64 columns gain nothing from a second thread, and
-# beside other busy processes two threads took 26–31× as long as one for the same epochs
-# (benchmarks/ps_request_speed.py). Feature extraction keeps the process's own setting.
-HEAD_THREADS = 1
-
-
-# Lightning sets this so that asking whether CUDA is available never initialises CUDA (fork
-# safety); torch's `Adam.step` asks at every step. On a machine without the NVIDIA driver the
-# NVML library is missing, torch retries loading it at each of those calls (~0.26 ms, 0.3 s of a
-# 1,200-step PS fit; benchmarks/ps_request_speed.py), and without a driver there is no CUDA to
-# initialise: the plain check is as safe and costs microseconds.
-NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
-
-
-@functools.cache
-def nvml_loadable() -> bool:
-    """Whether the NVIDIA management library (shipped with the driver) can be loaded."""
-    try:
-        ctypes.CDLL("libnvidia-ml.so.1")
-    except OSError:
-        return False
-    return True
-
-
-class HeadThreads(L.Callback):
-    """The PS epochs run with ``HEAD_THREADS`` intra-op threads, and without the per-step NVML
-    probe where no NVIDIA driver is installed (`NVML_CHECK`); the process's own settings are
-    restored when training ends, also by an exception."""
-
-    def __init__(self) -> None:
-        self.before: int | None = None
-        self.nvml_check: str | None = None
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.before = torch.get_num_threads()
-        torch.set_num_threads(HEAD_THREADS)
-        if os.environ.get(NVML_CHECK) == "1" and not nvml_loadable():
-            self.nvml_check = os.environ[NVML_CHECK]
-            os.environ[NVML_CHECK] = "0"
-
-    def _restore(self) -> None:
-        if self.before is not None:
-            torch.set_num_threads(self.before)
-            self.before = None
-        if self.nvml_check is not None:
-            os.environ[NVML_CHECK] = self.nvml_check
-            self.nvml_check = None
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._restore()
-
-    def on_exception(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
-    ) -> None:
-        self._restore()
-
-
-@contextlib.contextmanager
-def intra_op_threads(count: int) -> Iterator[None]:
-    """Run the block with ``count`` torch intra-op threads, restoring the setting after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 class PSUnlearnModule(UnlearningModule):
@@ -232,6 +158,8 @@ class PSUnlearnModule(UnlearningModule):
         self.epoch_losses: dict[str, list[torch.Tensor]] = {}
         self.surgery_rtol: float | None = None
         self.surgery_rank: int | None = None
+        # Cumulative requests: the result's split manifest, every sample removed so far.
+        self.cumulative_manifest: dict[str, Any] | None = None
 
     @property
     def trains(self) -> bool:
@@ -298,109 +226,32 @@ class PSUnlearnModule(UnlearningModule):
             )
         self._log_curves(step=0)
 
-    def train_tensors(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """What the PS epochs train on, served by the datamodule (`TrainsOnTensors`): the cached
-        forget features and their soft targets; None before `on_fit_start` cached them, and for
-        Naive PS, which trains on nothing."""
-        forget = self.cache.get("forget", {})
-        if "targets" not in forget:
-            return None
-        return forget["features"], forget["targets"]
-
-    @torch.no_grad()
-    def _stream_gram(self) -> tuple[torch.Tensor, torch.dtype]:
-        """The Gram matrix of ``[f, 1]`` over the whole training set, one batch at a time,
-        summed over processes, and the dtype the features came in."""
-        total = self._zero_gram()
-        feature_dtype = torch.float32
-        for features, _ in self.train_feature_batches():
-            accumulate_gram(total, with_constant(features))
-            feature_dtype = features.dtype
-        return self.trainer.strategy.reduce(total, reduce_op="sum"), feature_dtype
-
-    @contextlib.contextmanager
-    def _ledger_transaction(self) -> Iterator[LedgerState | None]:
-        """The ledger held by global rank 0 alone (``None`` elsewhere and without the index):
-        the other processes receive its content by broadcast, so every process operates on the
-        same state while the lock is held."""
-        if not self.hparams.use_index or not self.trainer.is_global_zero:
-            yield None
-            return
-        model_hash = classifier_content_hash(self.model, self.datamodule.train_fingerprint)
-        ledger = Ledger(self.original_ckpt, model_hash)
-        with ledger.transaction(must_record=self.hparams.cumulative) as state:
-            yield state
-
     def _naive_surgery(self, forget_features: torch.Tensor) -> None:
-        dm = self.datamodule
-        # A broadcast: every process asks, though rank 0 alone records it in the ledger.
-        result = Path(self.trainer.log_dir or ".") / RESULT_CHECKPOINT
-        with self._ledger_transaction() as ledger:
-            shared = (ledger.tensors, ledger.removed_indices) if ledger is not None else None
-            tensors, removed = self.trainer.strategy.broadcast(shared) or (None, [])
-            self.index_built = tensors is None
-            if tensors is None:
-                full_gram, feature_dtype = self._stream_gram()
-                tensors = {
-                    "gram": full_gram.cpu(),
-                    "removed_gram": torch.zeros_like(full_gram).cpu(),
-                    # Empty: its dtype records the features' precision, which sets G⁺'s cutoff.
-                    "feature_dtype": torch.empty(0, dtype=feature_dtype),
-                }
-            forget_gram = augmented_gram(forget_features)
-            self.removed_indices = dm.forget_indices.tolist()
-            if self.hparams.cumulative:
-                is_new = ~torch.isin(dm.forget_indices, torch.tensor(removed, dtype=torch.long))
-                new_ids = dm.forget_indices[is_new]
-                new_gram = forget_gram if bool(is_new.all()) else self._gram_of(new_ids)
-                tensors = {**tensors, "removed_gram": tensors["removed_gram"] + new_gram.cpu()}
-                forget_gram = tensors["removed_gram"].to(self.device)
-                self.removed_indices = sorted(set(removed) | set(self.removed_indices))
-            self._operate(tensors, forget_gram)
-            if ledger is not None and (self.index_built or self.hparams.cumulative):
-                ledger.set_tensors(tensors)
-            if ledger is not None and self.hparams.cumulative:
-                ledger.record_request(
-                    dm.forget_indices.tolist(), self.hparams.method, str(result.resolve())
-                )
-        if self.hparams.cumulative:
-            dm.record_cumulative_removal(self.removed_indices)
-
-    @intra_op_threads(HEAD_THREADS)
-    def _operate(self, index: dict[str, Any], forget_gram: torch.Tensor) -> None:
-        """Replace the head by its Naive PS result for the augmented ``forget_gram``."""
-        head = self.model.prototypes
-        full_gram = index["gram"].to(self.device)
-        dim = full_gram.shape[0] if self.hparams.surgery_bias else full_gram.shape[0] - 1
-        rtol = self.hparams.rcond
-        if rtol == "auto":
-            rtol = noise_floor_rtol(dim, index["feature_dtype"].dtype)
-        self.surgery_rtol = float(rtol)
-        self.surgery_rank = truncated_pinv(full_gram[:dim, :dim], self.surgery_rtol)[1]
-        new_weight, new_bias = naive_head_surgery(
-            (head.weight, head.bias),
-            (self.model.initial_prototypes, self.model.initial_bias),
-            full_gram,
-            forget_gram,
-            self.surgery_rtol,
-            with_bias=self.hparams.surgery_bias,
+        """Naive PS on the head, and what it did kept for the record and the result."""
+        hparams = self.hparams
+        surgery = naive_surgery(
+            self,
+            forget_features,
+            method=hparams.method,
+            rcond=hparams.rcond,
+            surgery_bias=hparams.surgery_bias,
+            use_index=hparams.use_index,
+            cumulative=hparams.cumulative,
         )
-        if not (torch.isfinite(new_weight).all() and torch.isfinite(new_bias).all()):
-            raise ValueError(
-                f"the surgery on '{self.original_ckpt}' produced non-finite prototypes; "
-                "nothing was written. Check the original checkpoint and its features."
-            )
-        head.weight.data.copy_(new_weight)
-        head.bias.data.copy_(new_bias)
+        self.index_built = surgery.index_built
+        self.removed_indices = surgery.removed_indices
+        self.surgery_rtol, self.surgery_rank = surgery.rtol, surgery.rank
+        self.cumulative_manifest = surgery.manifest
 
-    def _zero_gram(self) -> torch.Tensor:
-        dim = self.model.net.feature_dim + 1  # the augmented features [f, 1]
-        return torch.zeros(dim, dim, dtype=torch.float64, device=self.device)
-
-    def _gram_of(self, indices: torch.Tensor) -> torch.Tensor:
-        if len(indices) == 0:
-            return self._zero_gram()
-        return augmented_gram(self.train_features(indices)["features"])
+    def train_dataloader(self) -> DataLoader | dict[str, DataLoader]:
+        """What the PS epochs train on: the cached forget features and their soft targets, in
+        batches of the data's ``batch_size``, in one seeded order on every process (Naive PS
+        trains on nothing: the datamodule's loader, never iterated)."""
+        if not self.trains:
+            return super().train_dataloader()
+        forget, data = self.cache["forget"], self.datamodule.hparams
+        samples = TensorSamples(forget["features"], forget["targets"])
+        return same_order_loader(samples, data.batch_size, data.seed)
 
     # ------------------------------------------------------------------ PS epochs
     def _head_logits(self, features: torch.Tensor) -> torch.Tensor:
@@ -494,6 +345,9 @@ class PSUnlearnModule(UnlearningModule):
         self._log_curves(step=self.current_epoch + 1)
 
     # ------------------------------------------------------------------ the result
+    def result_manifest(self) -> dict[str, Any]:
+        return self.cumulative_manifest or super().result_manifest()
+
     def unlearning_record(self) -> dict[str, Any]:
         record = super().unlearning_record()
         restored_step = self.stopper.restored_step if self.stopper is not None else None

@@ -1,10 +1,11 @@
 """UnlearningModule: what every unlearning method shares.
 
 It loads the original classifier from its checkpoint (never modifying that file), checks the
-checkpoint against the forget request's split before anything runs, extracts features exactly
-(float32, no autocast, every sample once across processes), and saves the unlearned classifier
-as a new checkpoint in the same format as the original, so that evaluation, later requests and
-`ImageClassifier` users read it like any other.
+checkpoint against the forget request's split before anything runs, trains on a loader of its
+own making (`train_dataloader`, built from the datamodule's splits: the datamodule knows no
+method), extracts features exactly (float32, no autocast, every sample once across processes),
+and saves the unlearned classifier as a new checkpoint in the same format as the original, so
+that evaluation, later requests and `ImageClassifier` users read it like any other.
 """
 
 from __future__ import annotations
@@ -116,6 +117,10 @@ class UnlearningModule(L.LightningModule):
         # Epochs are a property of the method, not of the Trainer: a config cannot leave a stale
         # trainer.max_epochs in charge.
         self.trainer.fit_loop.max_epochs = self.training_epochs
+        # Lightning takes the training loader from the datamodule when one is given, and offers
+        # no public way to take it from the module instead: a method trains on data of its own
+        # choosing (`train_dataloader`), so the fit loop is pointed at the method.
+        self.trainer.fit_loop._data_source.instance = self
         # Checked before any work: a result is never written over an existing file (without a
         # logger, the run directory is the working directory).
         log_dir = self.trainer.log_dir
@@ -129,6 +134,11 @@ class UnlearningModule(L.LightningModule):
     @property
     def datamodule(self) -> UnlearningDataModule:
         return self.trainer.datamodule
+
+    def train_dataloader(self) -> DataLoader | dict[str, DataLoader]:
+        """What the method trains on; by default the datamodule's configured training loader (a
+        method without training epochs is asked for one all the same, and never iterates it)."""
+        return self.datamodule.train_dataloader()
 
     # ------------------------------------------------------------------ exact feature passes
     def iter_features(self, loader: DataLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -210,9 +220,17 @@ class UnlearningModule(L.LightningModule):
             "config": config,
         }
 
+    def result_manifest(self) -> dict[str, Any]:
+        """The split manifest of the result: the samples it no longer holds."""
+        assert self.datamodule.manifest is not None
+        return self.datamodule.manifest
+
     def result_checkpoint(self, complete: bool = True) -> dict[str, Any]:
-        data = self.datamodule.state_dict()
-        data = {**data, "train_on": "unlearned"}
+        data = {
+            **self.datamodule.state_dict(),
+            "split_manifest": self.result_manifest(),
+            "train_on": "unlearned",
+        }
         record = classifier_record(self.model, data, complete=complete)
         record["unlearning"] = self.unlearning_record()
         return {

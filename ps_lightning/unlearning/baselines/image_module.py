@@ -1,9 +1,9 @@
 """What the peer unlearning methods share: training the whole original network on images.
 
 Unlike Prototype Surgery, these methods change every layer. `ImageUnlearningModule` unfreezes
-the model, declares the data split the method trains on (the datamodule asks and serves it:
-`retain`, `forget`, `forget+retain`: one batch of each per step, or `forget-then-retain`: a forget
-pass then a retain pass per epoch), puts the whole network in train mode while it trains,
+the model, trains on the datamodule's loader of the split the method names (`retain`, `forget`,
+`forget+retain`: one batch of each per step, or `forget-then-retain`: a forget pass then a
+retain pass per epoch), puts the whole network in train mode while it trains,
 runs SGD with the method's own learning rate, momentum, weight decay and epochs, and saves the
 result through `UnlearningModule` in the classifier checkpoint format. A method only writes its
 loss. Gradient passes in eval mode (saliency masks, Fisher importances) go through
@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 
 from ps_lightning.unlearning.unlearning_module import UnlearningModule
 
@@ -31,11 +32,10 @@ def batch_size(batch: Batch | dict[str, Batch]) -> int:
 class ImageUnlearningModule(UnlearningModule):
     """Base of the methods that train the whole network on images with SGD.
 
-    A subclass sets ``train_on`` (the datamodule split it trains on: the datamodule's training
-    loader asks the fitted module, `ps_lightning.data.datamodule.TrainsOnSplits`, so configs
-    need not and cannot get it wrong) and implements `unlearning_loss`, or overrides
-    `training_step` (SCRUB's max- and min-steps). A subclass may serve tensors of its own
-    instead (`ps_lightning.data.datamodule.TrainsOnTensors`: RL's union pass).
+    A subclass sets ``train_on`` (the split it trains on, of which `train_dataloader` asks the
+    datamodule for a loader, so configs need not and cannot get it wrong) and implements
+    `unlearning_loss`, or overrides `training_step` (SCRUB's max- and min-steps). A subclass
+    may build another loader (SCRUB's batch sizes, RL's union pass over tensors of its own).
 
     Args:
         original_ckpt: the original model's checkpoint (read only; never modified).
@@ -81,9 +81,8 @@ class ImageUnlearningModule(UnlearningModule):
         # mode. (Gradient passes before training, e.g. SalUn's mask, use `eval_mode`.)
         self.train()
 
-    def part_batch_sizes(self) -> dict[str, int] | None:
-        """A batch size per part of ``train_on: forget-then-retain`` (None: the batch_size)."""
-        return None
+    def train_dataloader(self) -> DataLoader | dict[str, DataLoader]:
+        return self.datamodule.train_loader(self.train_on)
 
     def train(self, mode: bool = True) -> ImageUnlearningModule:
         # Unlike PS, these methods train the backbone: in train mode, BatchNorm statistics

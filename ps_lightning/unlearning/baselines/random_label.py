@@ -20,10 +20,11 @@ batch. RL.py picks one of two loops by the dataset's name:
   neither loop and fails at ``return top1.avg``. This project's other datasets (digits, MNIST,
   Fashion-MNIST) run the CIFAR-10 / SVHN loop, the class default.
 
-The union pass is served as tensors (`TrainsOnTensors`): every training sample with its label
-and its row in the forget set, in the datamodule's shuffled batches (every process takes every
-batch, under one seed, so DDP averages identical gradients); the forget labels of the epoch are
-drawn at its start, on global rank 0, and broadcast.
+The union pass is a loader of RL's own over every training sample with its label and its row
+in the forget set, shuffled in one seeded order (every process takes every batch, so DDP
+averages identical gradients); its images are made model input in the step, as the datamodule
+does for its loaders' batches. The forget labels of the epoch are drawn at its start, on global
+rank 0, and broadcast.
 
 SalUn (Fan et al. 2024, "SalUn: Empowering Machine Unlearning via Gradient-based Weight
 Saliency"): RL restricted to the salient weights. Once, before training, the gradient of the
@@ -43,15 +44,18 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
+from torch.utils.data import DataLoader
 
+from ps_lightning.data.loaders import same_order_loader
+from ps_lightning.data.samplers import TensorSamples
 from ps_lightning.unlearning.baselines.image_module import (
     Batch,
     ImageUnlearningModule,
 )
 from ps_lightning.unlearning.gradients import summed_gradients
 
-# passes → the split the datamodule serves (union: every training sample, as tensors that also
-# name each sample's forget row).
+# passes → the split trained on (union: every training sample, in a loader of RL's own whose
+# batches also name each sample's forget row).
 PASSES = {"sequential": "forget-then-retain", "joint": "forget+retain", "union": "full"}
 LABELS = ("any", "wrong")
 
@@ -116,17 +120,18 @@ class RandomLabel(ImageUnlearningModule):
         draw = random_labels if self.hparams.labels == "any" else random_wrong_labels
         return draw(labels, self.model.hparams.num_classes)
 
-    def train_tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-        """For ``passes: union`` (`TrainsOnTensors`): every training sample (forget ∪ retain),
-        its label, and its row in the forget set (-1: a retain sample); None otherwise (the
-        datamodule serves ``train_on``)."""
+    def train_dataloader(self) -> DataLoader | dict[str, DataLoader]:
+        """For ``passes: union``: every training sample (forget ∪ retain), its label, and its
+        row in the forget set (-1: a retain sample), in one seeded order on every process;
+        otherwise the datamodule's loader of ``train_on``."""
         if self.hparams.passes != "union":
-            return None
-        images, labels = self.datamodule.samples("full").tensors
-        forget = self.datamodule.forget_indices
+            return super().train_dataloader()
+        data = self.datamodule
+        images, labels = data.samples("full").tensors
         forget_rows = torch.full((len(labels),), -1, dtype=torch.long)
-        forget_rows[forget] = torch.arange(len(forget))
-        return images, labels, forget_rows
+        forget_rows[data.forget_indices] = torch.arange(len(data.forget_indices))
+        samples = TensorSamples(images, labels, forget_rows)
+        return same_order_loader(samples, data.hparams.batch_size, data.hparams.seed)
 
     def on_train_epoch_start(self) -> None:
         if self.hparams.passes != "union":
@@ -143,6 +148,10 @@ class RandomLabel(ImageUnlearningModule):
     ) -> torch.Tensor:
         if self.hparams.passes == "union":
             images, labels, forget_rows = batch
+            # This loader is RL's own: its images arrive as stored, uint8, on the device.
+            images = self.datamodule.model_input(
+                images, augment_batch=self.datamodule.hparams.augment
+            )
             assert self.epoch_forget_labels is not None
             drawn = self.epoch_forget_labels[forget_rows.clamp(min=0)]
             return self.cross_entropy((images, torch.where(forget_rows >= 0, drawn, labels)))

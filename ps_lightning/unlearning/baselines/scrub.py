@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 
 from ps_lightning.unlearning.baselines.image_module import Batch, ImageUnlearningModule
 
@@ -138,16 +139,14 @@ class SCRUB(ImageUnlearningModule):
             teacher_logits = self.teacher(images)
         return logits, distillation_kl(logits, teacher_logits, self.hparams.temperature)
 
-    def part_batch_sizes(self) -> dict[str, int]:
-        return {
+    def train_dataloader(self) -> DataLoader | dict[str, DataLoader]:
+        # The reference's own loaders: its batch sizes, and unaugmented images unless asked.
+        batch_sizes = {
             "forget": self.hparams.forget_batch_size,
             "retain": self.hparams.retain_batch_size,
         }
-
-    @property
-    def augment_training(self) -> bool:
-        # Asked by the datamodule (`ChoosesAugmentation`): the reference trains unaugmented.
-        return self.hparams.train_augmentation
+        augment = self.hparams.train_augmentation
+        return self.datamodule.train_loader(self.train_on, batch_sizes, augment=augment)
 
     def training_step(self, batch: dict[str, Batch], batch_idx: int) -> torch.Tensor | None:
         ((part, (images, labels)),) = batch.items()
