@@ -32,9 +32,9 @@ def test_the_next_test_still_runs() -> None:
 
 def test_every_test_runs_under_a_time_limit_of_at_most_five_minutes() -> None:
     project = (REPO_ROOT / "pyproject.toml").read_text()
-    limit = re.search(
-        r"^\[tool\.pytest\.ini_options\][^\[]*^timeout = (\d+)$", project, re.M | re.S
-    )
+    # The pytest section: from its header to the next line that opens a table.
+    pytest_options = project.split("\n[tool.pytest.ini_options]\n", 1)[1].split("\n[", 1)[0]
+    limit = re.search(r"^timeout = (\d+)$", pytest_options, re.M)
     assert limit is not None and 0 < int(limit.group(1)) <= 300
     assert re.search(r'^dev = \[.*"pytest-timeout[>=]', project, re.M)
 
