@@ -3,7 +3,7 @@
     python benchmarks/unlearning_vs_retrain.py             # digits + MNIST-shaped (60,000)
     python benchmarks/unlearning_vs_retrain.py --quick     # MNIST-shaped with 20,000 samples
 
-Every step is `ps_lightning.cli.run_step(["fit", "--config", ...])` in this process, with the
+Every step is `ps_lightning.steps.run_step(["fit", "--config", ...])` in this process, with the
 shipped configs of configs/<dataset>/ and the paper's request (10% of class 1); "work" is the
 wall time of that call: parsing, data loading, model load, feature passes, surgery or
 fine-tuning, checkpoint saved. Interpreter + import start-up (`python -c "import

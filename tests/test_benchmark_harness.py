@@ -419,6 +419,8 @@ def test_merge_keeps_the_other_methods_rows_only_beside_the_same_reference_model
     record = merged["per_seed"][0]
     assert set(record["models"]) == {"original", "retrain", "naive_ps", "ps", "ssd"}
     assert record["steps"]["naive_ps"] == first["per_seed"][0]["steps"]["naive_ps"]
+    # The evaluation step recorded is this run's: it listed this run's methods alone.
+    assert record["methods_run"] == ["ps", "ssd"]
     assert "| naive_ps |" in (out / "digits-random.md").read_text()
 
     # Rows measured against another original model are not merged.

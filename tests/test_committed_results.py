@@ -32,7 +32,9 @@ def planned_steps(table: dict[str, Any], dataset: str, scenario: str, record: di
     """The digest of every step `Harness.seed_steps` would run today for ``record``'s seed and
     the methods that ran with its recorded steps, failing those that failed then (the
     evaluation lists only the others)."""
-    harness = Harness(dataset, Path("/planned"), False, **table["harness"])
+    harness = Harness(
+        dataset, Path("/planned"), False, configs=REPO_ROOT / "configs", **table["harness"]
+    )
     digests: dict[str, str] = {}
 
     def plan(subcommand: str, config: str, run: str, args: list[str]) -> Path:
@@ -46,8 +48,11 @@ def planned_steps(table: dict[str, Any], dataset: str, scenario: str, record: di
     harness.step = plan  # type: ignore[method-assign]
     offered = method_configs(dataset)
     # The methods of the run that wrote these steps: a merged table's other rows came from
-    # another run (and another evaluation step).
-    ran = [m for m in table["methods"] if m in record["steps"] or m in record["failed"]]
+    # another run (and another evaluation step). Records from before `methods_run` existed:
+    # those with steps or a failure (rows merged beside them had no steps).
+    ran = record.get("methods_run") or [
+        m for m in table["methods"] if m in record["steps"] or m in record["failed"]
+    ]
     harness.seed_steps(record["seed"], scenario, {m: offered[m] for m in ran})
     return digests
 

@@ -81,6 +81,9 @@ class Harness:
         self.isolate = isolate
         self.extra = extra
         self.max_epochs, self.architecture = max_epochs, architecture
+        # Once, before this run writes anything: its own tables would otherwise make the
+        # checkout look edited to every later step.
+        self.commit = source_commit(self.configs)
         self.progress = StepProgress(total=None)
         # Only for original and retrain training: the methods read the architecture from the
         # original's checkpoint.
@@ -134,7 +137,7 @@ class Harness:
             run_dir / STEP_RECORD,
             {
                 "config_digest": planned.digest,
-                "commit": source_commit(self.configs),
+                "commit": self.commit,
                 "command": planned.command,
             },
         )
@@ -164,11 +167,14 @@ class Harness:
         self, seed: int, scenario: str, methods: dict[str, tuple[str, list[str]]]
     ) -> dict[str, Any]:
         """Every step of one seed and scenario; the evaluation's summary with the methods that
-        failed, the seed, and each step's run, configuration digest and commit."""
+        failed, the seed, the methods run, and each step's run, configuration digest and
+        commit."""
         runs, failed = self.seed_steps(seed, scenario, methods)
         summary = json.loads((runs["evaluate"] / "metrics.json").read_text())
         summary["failed"] = failed
         summary["seed"] = seed
+        # The methods of this run, in its order: its evaluation listed them (less the failed).
+        summary["methods_run"] = list(methods)
         summary["steps"] = {name: step_record(run_dir) for name, run_dir in runs.items()}
         return summary
 

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from ps_lightning.console import StepProgress
 from ps_lightning.files import atomic_write_json, atomic_write_text
-from ps_lightning.harness.chain import Harness, planned_steps, source_commit
+from ps_lightning.harness.chain import Harness, planned_steps
 from ps_lightning.harness.methods import METHOD_CONFIGS, SCENARIOS, method_configs, parse_variant
 from ps_lightning.harness.selection import read_grid, run_selection
 from ps_lightning.harness.tables import aggregate, markdown, merge_rows
@@ -232,7 +232,7 @@ def report(harness: Harness, args: argparse.Namespace, methods: Methods, started
             stem.with_suffix(".json"),
             {
                 "seeds": args.seeds,
-                "commit": source_commit(args.configs),
+                "commit": harness.commit,
                 "harness": harness.settings(),
                 "methods": entries,
                 "table": table,

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from ps_lightning.files import atomic_write_json, atomic_write_text
-from ps_lightning.harness.chain import Harness, source_commit
+from ps_lightning.harness.chain import Harness
 from ps_lightning.harness.methods import METHOD_CONFIGS, cli_value
 from ps_lightning.harness.tables import selection_markdown
 
@@ -143,7 +143,7 @@ def run_selection(
             config, overrides = methods[method]
             chosen_methods[method] = (config, [*overrides, *point_overrides(method_points[best])])
         selection[method] = {
-            "commit": source_commit(args.configs),
+            "commit": harness.commit,
             "chosen": best,
             "chosen_values": None if best is None else method_points[best],
             "mean_avg_gap": gap,
@@ -165,7 +165,7 @@ def run_selection(
         stem.with_suffix(".json"),
         {
             "rule": "lowest mean avg_gap over the selection seeds and scenarios",
-            "commit": source_commit(args.configs),
+            "commit": harness.commit,
             "harness": harness.settings(),
             "select_seeds": args.select_seeds,
             "report_seeds": args.seeds,
