@@ -34,10 +34,6 @@ class Step:
     """One CLI step of the harness: its command (without the run's name and folder), the
     SHA-256 of its resolved configuration, and the run folder that digest names."""
 
-    subcommand: str
-    config: str
-    run: str
-    args: list[str]
     command: list[str]
     digest: str
     run_dir: Path
@@ -118,7 +114,7 @@ class Harness:
         text = json.dumps(resolved, sort_keys=True).replace(str(self.runs_dir), RUNS_DIR_KEY)
         digest = hashlib.sha256(text.encode()).hexdigest()
         run_dir = self.runs_dir / self.dataset / f"{run}-{digest[:12]}"
-        return Step(subcommand, config, run, args, command, digest, run_dir)
+        return Step(command, digest, run_dir)
 
     def step(self, subcommand: str, config: str, run: str, args: list[str]) -> Path:
         """Run one CLI step unless a finished run of the same configuration exists; return its
