@@ -45,6 +45,7 @@ from ps_lightning.prototype_surgery import PSUnlearnModule
 from ps_lightning.prototype_surgery.closed_form import (
     accumulate_gram,
     apply_surgery,
+    cutoff_rtol,
     gram,
     surgery_projection,
 )
@@ -273,7 +274,9 @@ def check_gram_route(s: Setup, report: Report) -> None:
     accumulate_s = time.perf_counter() - started
     assert full_gram is not None
     started = time.perf_counter()
-    projection = surgery_projection(weight, weight0, full_gram)
+    projection, _ = surgery_projection(
+        weight, weight0, full_gram, cutoff_rtol("auto", d, torch.float64)
+    )
     s.sync()
     projection_s = time.perf_counter() - started
     forget = batches[0][:1_000]

@@ -35,6 +35,7 @@ from common import emit_result, fmt_seconds, header, median_seconds, run_child, 
 from ps_lightning.prototype_surgery.closed_form import (
     accumulate_gram,
     apply_surgery,
+    cutoff_rtol,
     gram,
     surgery_projection,
 )
@@ -101,7 +102,10 @@ def gram_route(shape: Shape, out: Path) -> dict[str, Any]:
         accumulate_s += time.process_time() - started
     assert full_gram is not None
     started = time.process_time()
-    projection = surgery_projection(weight, initial, full_gram)
+    # rcond auto for these float64 features: the module's one default.
+    projection, _ = surgery_projection(
+        weight, initial, full_gram, cutoff_rtol("auto", shape.d, torch.float64)
+    )
     projection_s = time.process_time() - started
     rss_index = peak_host_memory_mib()
 
@@ -154,9 +158,10 @@ def pinv_route(shape: Shape, n: int, repeats: int, out: Path) -> dict[str, Any]:
         for start in range(0, n, BATCH):
             full_gram = accumulate_gram(full_gram, features[start : start + BATCH])
         assert full_gram is not None
+        rtol = cutoff_rtol("auto", shape.d, torch.float64)
         via_gram = apply_surgery(
             initial,
-            surgery_projection(weight, initial, full_gram),
+            surgery_projection(weight, initial, full_gram, rtol)[0],
             full_gram,
             gram(features[:CHECK_FORGET]),
         )

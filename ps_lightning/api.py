@@ -7,7 +7,7 @@
 
 Each request runs `PSUnlearnModule` (Naive PS, PS or both) through a Lightning Trainer, exactly
 as `ps-lightning fit --config configs/<dataset>/ps.yaml` does, and its metrics are the
-evaluation's (`ps_lightning.evaluation.metrics.split_metrics`). The `Unlearner` keeps the frozen
+evaluation's (`ps_lightning.metrics.split_metrics`). The `Unlearner` keeps the frozen
 backbone's features of the training and test sets (`FeatureStore`), and Naive PS's surgery index
 lives in the ledger beside the checkpoint, so the requests after the first pass no image
 through the backbone.
@@ -34,7 +34,7 @@ from ps_lightning.data.requests import (
     request_record,
     validate_request,
 )
-from ps_lightning.evaluation.metrics import MemberPick, split_metrics
+from ps_lightning.metrics import MemberPick, split_metrics
 from ps_lightning.models.classifier import ImageClassifier
 from ps_lightning.prototype_surgery.ps_module import PSUnlearnModule, SurgeryMethod
 from ps_lightning.splits import EVAL_SPLITS

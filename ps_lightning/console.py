@@ -22,7 +22,6 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from tqdm import tqdm
 
 from ps_lightning.files import safe_torch_load
-from ps_lightning.prototype_surgery.early_stop import early_stop_outcome
 from ps_lightning.timing import TIMING_NAME
 
 T = TypeVar("T")
@@ -167,20 +166,6 @@ def request_text(manifest: dict[str, Any]) -> str:
     )
 
 
-def early_stop_text(unlearning: dict[str, Any]) -> str | None:
-    """What PS's early stop did, from the result checkpoint's unlearning record, or why it was
-    off; ``None`` for a method or run without it."""
-    config = unlearning.get("config") or {}
-    if not unlearning.get("early_stop_used"):
-        mode = config.get("early_stop")
-        trains = config.get("method") != "naive" and config.get("epochs", 0) > 0
-        if mode is None or not trains:
-            return None  # a method without an early stop, or Naive PS
-        # `auto` is off only for requests that remove whole classes.
-        return f"off (early_stop: {mode}{', a whole-class request' if mode == 'auto' else ''})"
-    return early_stop_outcome(unlearning)
-
-
 def _seconds(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f} s"
 
@@ -205,7 +190,7 @@ def run_summary(subcommand: str, run_dir: Path, wall_seconds: float) -> str:
         )
     if result.is_file():
         record = safe_torch_load(result).get("ps_lightning") or {}
-        stop = early_stop_text(record.get("unlearning") or {})
+        stop = (record.get("unlearning") or {}).get("early_stop_outcome")
         if stop is not None:
             lines.append(f"  early stop  {stop}")
     table = run_dir / "table.md"

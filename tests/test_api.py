@@ -15,7 +15,7 @@ from unlearning_fixtures import Original, fc_weight, naive_reference, original
 
 from ps_lightning import ForgetResult, Unlearner
 from ps_lightning.data import DigitsDataModule
-from ps_lightning.evaluation.metrics import split_metrics
+from ps_lightning.metrics import split_metrics
 from ps_lightning.models import LeNet5
 from ps_lightning.splits import EVAL_SPLITS
 from ps_lightning.unlearning.unlearning_module import UnlearningModule

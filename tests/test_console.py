@@ -28,7 +28,6 @@ from ps_lightning import cli, steps
 from ps_lightning.console import (
     RunProgressBar,
     StepProgress,
-    early_stop_text,
     progress,
     quiet_known_noise,
     run_summary,
@@ -135,7 +134,7 @@ def _fake_run(folder: Path, unlearning: dict | None) -> Path:
 def test_the_summary_reads_request_result_times_and_the_early_stop_from_the_run(
     tmp_path: Path,
 ) -> None:
-    record = {"early_stop_used": True, "stopped_at_epoch": 7, "restored_step": 12}
+    record = {"early_stop_outcome": "stopped training at epoch 7; kept the head of step 12"}
     text = run_summary("fit", _fake_run(tmp_path, record), wall_seconds=9.25)
     assert text.splitlines() == [
         "ps-lightning fit: done in 9.2 s (wall time)",
@@ -146,28 +145,6 @@ def test_the_summary_reads_request_result_times_and_the_early_stop_from_the_run(
         "  fit time    2.50 s on cuda:0 (peak host memory 1234 MiB)",
         "  early stop  stopped training at epoch 7; kept the head of step 12",
     ]
-
-
-def test_what_the_early_stop_did_is_told_apart() -> None:
-    assert early_stop_text({"early_stop_used": False, "stopped_at_epoch": None}) is None
-    naive = {"method": "naive", "epochs": 50, "early_stop": "auto"}
-    assert early_stop_text({"early_stop_used": False, "config": naive}) is None
-    whole_class = {"method": "ps", "epochs": 50, "early_stop": "auto"}
-    assert (
-        early_stop_text({"early_stop_used": False, "config": whole_class})
-        == "off (early_stop: auto, a whole-class request)"
-    )
-    kept = early_stop_text(
-        {"early_stop_used": True, "ps_kept_start_state": True, "restored_step": 0}
-    )
-    assert kept is not None and kept.startswith("kept the starting head")
-    ran = early_stop_text({"early_stop_used": True, "stopped_at_epoch": None, "restored_step": 50})
-    every_epoch = "let every epoch run without reaching the held-out level"
-    assert ran == f"{every_epoch}; kept the head of step 50"
-    last = early_stop_text(
-        {"early_stop_used": True, "stopped_at_epoch": None, "restored_step": None}
-    )
-    assert last == f"{every_epoch}; kept the last epoch's head"
 
 
 @pytest.fixture(scope="module")

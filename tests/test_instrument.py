@@ -30,7 +30,8 @@ from unlearning_fixtures import (
 )
 
 from ps_lightning.data import DigitsDataModule
-from ps_lightning.evaluation.metrics import (
+from ps_lightning.evaluation.probes import linear_probe_accuracy, relearn_steps
+from ps_lightning.metrics import (
     MIA_ATTACKS,
     attack_accuracy,
     likelihood_ratio_attack,
@@ -38,7 +39,6 @@ from ps_lightning.evaluation.metrics import (
     split_metrics,
     svc_attack,
 )
-from ps_lightning.evaluation.probes import linear_probe_accuracy, relearn_steps
 from ps_lightning.models.classifier import load_classifier
 from ps_lightning.steps import run_step
 

@@ -12,7 +12,7 @@ import random
 import numpy as np
 import torch
 
-from ps_lightning.evaluation.metrics import (
+from ps_lightning.metrics import (
     MIA_ATTACKS,
     attack_accuracy,
     mia_efficacy,

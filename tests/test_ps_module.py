@@ -40,9 +40,8 @@ from ps_lightning.prototype_surgery.closed_form import (
     naive_head_surgery,
     naive_prototype_surgery,
     noise_floor_rtol,
-    truncated_pinv,
 )
-from ps_lightning.prototype_surgery.early_stop import ClosestToHeldoutLevel
+from ps_lightning.prototype_surgery.early_stop import ClosestToHeldoutLevel, early_stop_outcome
 from ps_lightning.prototype_surgery.figures import early_stop_note, prototype_shift_figure
 from ps_lightning.prototype_surgery.ledger import (
     Ledger,
@@ -199,7 +198,9 @@ def test_naive_result_equals_surgery_on_features_extracted_by_hand(
     assert not torch.equal(weight, initial)
     rtol = noise_floor_rtol(features.shape[1], features32.dtype)  # the default, rcond auto
 
-    by_hand = naive_prototype_surgery(weight, initial, gram(features), gram(features[forget]), rtol)
+    by_hand, rank = naive_prototype_surgery(
+        weight, initial, gram(features), gram(features[forget]), rtol
+    )
     # The paper's own N-column formula: W0 + ((W − W0)·pinv(F))[:, r]·F_r, with the same
     # cutoff on F's singular values (G's eigenvalues are their squares).
     retain = torch.ones(len(features), dtype=torch.bool)
@@ -214,7 +215,7 @@ def test_naive_result_equals_surgery_on_features_extracted_by_hand(
     assert torch.equal(result["net.fc.bias"], model.net.fc.bias)  # the bias is left as it is
     record = unlearning_record(naive_reference)
     assert record["surgery_rtol"] == rtol
-    assert record["surgery_rank"] == truncated_pinv(gram(features), rtol)[1]
+    assert record["surgery_rank"] == rank
 
 
 def test_bias_aware_naive_result_equals_surgery_on_features_extracted_by_hand(
@@ -232,7 +233,7 @@ def test_bias_aware_naive_result_equals_surgery_on_features_extracted_by_hand(
     model, features, forget = _features_by_hand(original)
     head = model.net.fc
 
-    weight, bias = naive_head_surgery(
+    weight, bias, _ = naive_head_surgery(
         (head.weight.double(), head.bias.double()),
         (model.initial_prototypes.double(), model.initial_bias.double()),
         augmented_gram(features),
@@ -549,6 +550,8 @@ def test_an_early_stop_that_keeps_the_original_head_says_so(
 
     record = unlearning_record(result)
     assert record["restored_step"] == 0 and record["ps_kept_start_state"] is True
+    # The record carries the sentence the run summary and the tables print.
+    assert record["early_stop_outcome"].startswith("kept the starting head")
     head = _assert_only_head_changed(result, ckpt)
     assert torch.equal(head["net.fc.weight"], head["original.net.fc.weight"])
     assert torch.equal(head["net.fc.bias"], head["original.net.fc.bias"])
@@ -588,6 +591,30 @@ def test_the_saved_head_is_logged_after_the_early_stop_restored_it(original: Ori
         "ps/saved/retain_acc": 1.0,
         "ps/saved/kept_start_state": 1.0,
     }
+
+
+def test_what_the_early_stop_did_is_told_apart() -> None:
+    assert early_stop_outcome({"early_stop_used": False, "stopped_at_epoch": None}) is None
+    naive = {"method": "naive", "epochs": 50, "early_stop": "auto"}
+    assert early_stop_outcome({"early_stop_used": False, "config": naive}) is None
+    whole_class = {"method": "ps", "epochs": 50, "early_stop": "auto"}
+    assert (
+        early_stop_outcome({"early_stop_used": False, "config": whole_class})
+        == "off (early_stop: auto, a whole-class request)"
+    )
+    kept = early_stop_outcome(
+        {"early_stop_used": True, "ps_kept_start_state": True, "restored_step": 0}
+    )
+    assert kept is not None and kept.startswith("kept the starting head")
+    ran = early_stop_outcome(
+        {"early_stop_used": True, "stopped_at_epoch": None, "restored_step": 50}
+    )
+    every_epoch = "let every epoch run without reaching the held-out level"
+    assert ran == f"{every_epoch}; kept the head of step 50"
+    last = early_stop_outcome(
+        {"early_stop_used": True, "stopped_at_epoch": None, "restored_step": None}
+    )
+    assert last == f"{every_epoch}; kept the last epoch's head"
 
 
 def test_a_blank_prototype_shift_figure_says_why() -> None:

@@ -10,6 +10,7 @@ from ps_lightning.prototype_surgery.closed_form import (
     accumulate_gram,
     apply_surgery,
     augmented_gram,
+    cutoff_rtol,
     gram,
     naive_head_surgery,
     naive_prototype_surgery,
@@ -21,6 +22,8 @@ from ps_lightning.prototype_surgery.closed_form import (
 
 N, D, C = 40, 6, 3
 DEAD = 2  # a feature that is zero for every sample: G is singular
+# The default cutoff (rcond auto) for these float64 features.
+RTOL = noise_floor_rtol(D, torch.float64)
 
 
 def _problem(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -56,7 +59,9 @@ def test_gram_form_equals_the_papers_pinv_formula_with_a_dead_feature(forget: li
     forget_t = torch.tensor(forget)
     assert torch.linalg.matrix_rank(gram(features)) == D - 1  # the dead feature is real
 
-    result = naive_prototype_surgery(weight, initial, gram(features), gram(features[forget_t]))
+    result, _ = naive_prototype_surgery(
+        weight, initial, gram(features), gram(features[forget_t]), RTOL
+    )
 
     expected = _paper_formula(weight, initial, features, forget_t)
     torch.testing.assert_close(result, expected, rtol=0, atol=1e-10)
@@ -71,7 +76,7 @@ def test_gram_accumulated_in_batches_gives_the_same_surgery() -> None:
     assert total is not None
     torch.testing.assert_close(total, features.T @ features, rtol=0, atol=1e-12)
 
-    projection = surgery_projection(weight, initial, total)
+    projection, _ = surgery_projection(weight, initial, total, RTOL)
     result = apply_surgery(initial, projection, total, gram(features[forget]))
 
     torch.testing.assert_close(
@@ -97,7 +102,9 @@ def test_removing_nothing_returns_the_trained_prototypes() -> None:
     )
     weight = initial + coefficients @ features
 
-    result = naive_prototype_surgery(weight, initial, gram(features), torch.zeros(D, D).double())
+    result, _ = naive_prototype_surgery(
+        weight, initial, gram(features), torch.zeros(D, D).double(), RTOL
+    )
 
     torch.testing.assert_close(result, weight, rtol=0, atol=1e-10)
 
@@ -106,7 +113,7 @@ def test_removing_every_sample_returns_the_initial_prototypes() -> None:
     features, weight, initial = _problem(seed=5)
     full = gram(features)
 
-    result = naive_prototype_surgery(weight, initial, full, full)
+    result, _ = naive_prototype_surgery(weight, initial, full, full, RTOL)
 
     torch.testing.assert_close(result, initial, rtol=0, atol=1e-10)
 
@@ -117,7 +124,7 @@ def test_removal_is_additive_over_disjoint_requests() -> None:
     first, second = torch.tensor([0, 4, 9]), torch.tensor([10, 17, 30])
     both = torch.cat([first, second])
     full = gram(features)
-    projection = surgery_projection(weight, initial, full)
+    projection, _ = surgery_projection(weight, initial, full, RTOL)
 
     sequential = apply_surgery(
         initial, projection, full, gram(features[first]) + gram(features[second])
@@ -130,8 +137,8 @@ def test_removal_is_additive_over_disjoint_requests() -> None:
 
 def test_surgery_returns_the_dtype_of_the_prototypes() -> None:
     features, weight, initial = _problem(seed=7)
-    result = naive_prototype_surgery(
-        weight.float(), initial.float(), gram(features), gram(features[:5])
+    result, _ = naive_prototype_surgery(
+        weight.float(), initial.float(), gram(features), gram(features[:5]), RTOL
     )
     assert result.dtype == torch.float32
     torch.testing.assert_close(
@@ -196,8 +203,9 @@ def test_noise_floor_cutoff_keeps_retain_accuracy_where_the_uncut_surgery_wrecks
     assert bool(((relative > 1e-13) & (relative < float32_floor)).any())
     original = retain_accuracy(weight)
 
-    uncut = naive_prototype_surgery(weight, initial, full, removed)
-    at_floor = naive_prototype_surgery(weight, initial, full, removed, float32_floor)
+    float64_floor = noise_floor_rtol(features.shape[1], torch.float64)
+    uncut, _ = naive_prototype_surgery(weight, initial, full, removed, float64_floor)
+    at_floor, _ = naive_prototype_surgery(weight, initial, full, removed, float32_floor)
 
     assert retain_accuracy(uncut) < original - 0.15
     assert retain_accuracy(at_floor) >= original - 0.005
@@ -206,6 +214,26 @@ def test_noise_floor_cutoff_keeps_retain_accuracy_where_the_uncut_surgery_wrecks
 def test_noise_floor_is_the_rank_rule_at_the_datas_precision() -> None:
     assert noise_floor_rtol(64, torch.float32) == 64 * torch.finfo(torch.float32).eps
     assert noise_floor_rtol(65, torch.float64) == 65 * torch.finfo(torch.float64).eps
+
+
+def test_auto_cutoff_is_the_noise_floor_of_the_features_dtype_and_a_number_is_kept() -> None:
+    assert cutoff_rtol("auto", 64, torch.float32) == noise_floor_rtol(64, torch.float32)
+    assert cutoff_rtol("auto", 64, torch.float16) == noise_floor_rtol(64, torch.float16)
+    assert cutoff_rtol(1e-9, 64, torch.float32) == 1e-9
+    with pytest.raises(ValueError, match="rcond must be 'auto' or a number >= 0"):
+        cutoff_rtol(-1e-3, 64, torch.float32)
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_head_surgery_reports_the_rank_of_the_gram_it_inverted(with_bias: bool) -> None:
+    # The dead feature leaves the plain G rank D − 1; the constant column adds one with the bias.
+    features, weight, initial = _problem(seed=12)
+    head = (weight, torch.zeros(C, dtype=torch.float64))
+    full, removed = augmented_gram(features), augmented_gram(features[:4])
+
+    *_, rank = naive_head_surgery(head, (initial, head[1]), full, removed, RTOL, with_bias)
+
+    assert rank == (D if with_bias else D - 1)
 
 
 @pytest.mark.parametrize("rtol", [0.0, 1e-12, 1e-3, 0.3])
@@ -236,7 +264,7 @@ def test_bias_aware_surgery_is_the_papers_formula_on_features_with_a_constant(
     initial_bias = torch.randn(C, generator=generator, dtype=torch.float64)
     forget_t = torch.tensor(forget)
 
-    new_weight, new_bias = naive_head_surgery(
+    new_weight, new_bias, _ = naive_head_surgery(
         (weight, bias),
         (initial, initial_bias),
         augmented_gram(features),
@@ -263,7 +291,7 @@ def test_surgery_without_the_bias_uses_the_plain_block_and_keeps_the_bias() -> N
     # N×(D+1) vs N×D products: BLAS may sum in another order; entries ≤ 53, so ≤ 2.4e-13 off.
     torch.testing.assert_close(full[:D, :D], gram(features), rtol=0, atol=1e-12)
 
-    new_weight, new_bias = naive_head_surgery(
+    new_weight, new_bias, _ = naive_head_surgery(
         (weight, bias), (initial, initial_bias), full, removed, 1e-12, with_bias=False
     )
 

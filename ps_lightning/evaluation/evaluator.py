@@ -22,7 +22,6 @@ from ps_lightning.console import progress, trainer_progress
 from ps_lightning.data.datamodule import UnlearningDataModule
 from ps_lightning.distributed import gather_rows
 from ps_lightning.evaluation.figures import confusion_matrix
-from ps_lightning.evaluation.metrics import MemberPick, gaps_to_retrain, split_metrics
 from ps_lightning.evaluation.probes import linear_probe_accuracy, relearn_steps
 from ps_lightning.evaluation.report import markdown_table
 from ps_lightning.evaluation.tensorboard_log import (
@@ -31,6 +30,7 @@ from ps_lightning.evaluation.tensorboard_log import (
     table_scalars,
 )
 from ps_lightning.files import atomic_write_json, atomic_write_text
+from ps_lightning.metrics import MemberPick, gaps_to_retrain, split_metrics
 from ps_lightning.models.classifier import load_classifier
 from ps_lightning.models.record import ClassifierRecord
 from ps_lightning.splits import EVAL_SPLITS

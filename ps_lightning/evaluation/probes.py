@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ps_lightning.metrics import accuracy
+
 
 def linear_probe_accuracy(
     train_features: torch.Tensor,
@@ -39,7 +41,7 @@ def linear_probe_accuracy(
 
 @torch.no_grad()
 def _accuracy(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> float:
-    return float((model(inputs).argmax(dim=1) == labels).float().mean())
+    return accuracy(model(inputs), labels)
 
 
 def relearn_steps(

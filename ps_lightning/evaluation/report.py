@@ -5,8 +5,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ps_lightning.prototype_surgery.early_stop import early_stop_outcome
-
 # (header, metric, decimals)
 COLUMNS = (
     ("forget acc", "forget_acc", 3),
@@ -61,4 +59,4 @@ def _note(name: str, result: dict[str, Any]) -> str | None:
     record = result.get("unlearning") or {}
     if not record.get("ps_kept_start_state"):
         return None
-    return f"{name}: PS's early stop {early_stop_outcome(record)}."
+    return f"{name}: PS's early stop {record.get('early_stop_outcome')}."

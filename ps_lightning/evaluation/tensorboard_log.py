@@ -37,8 +37,8 @@ from ps_lightning.evaluation.figures import (
     confusion_matrix_figure,
     per_class_accuracy_figure,
 )
-from ps_lightning.evaluation.metrics import PER_CLASS_SPLITS
 from ps_lightning.evaluation.report import COLUMNS
+from ps_lightning.metrics import PER_CLASS_SPLITS
 
 # The table's columns the comparison chart draws, by key: the shares in [0, 1] (relearn steps,
 # a count, are not).

@@ -30,7 +30,13 @@ features and d = 64: 7.6e-6). With float64 features it is the float64 default of
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+
+# The cutoff a user asks for: an eigenvalue share, or "auto", the noise floor of the features'
+# dtype (`cutoff_rtol`), the one default.
+Rcond = float | Literal["auto"]
 
 
 def with_constant(features: torch.Tensor) -> torch.Tensor:
@@ -61,6 +67,16 @@ def noise_floor_rtol(dim: int, feature_dtype: torch.dtype) -> float:
     return dim * torch.finfo(feature_dtype).eps
 
 
+def cutoff_rtol(rcond: Rcond, dim: int, feature_dtype: torch.dtype) -> float:
+    """The eigenvalue cutoff of the d×d Gram matrix's pseudo-inverse, relative to its largest
+    eigenvalue: ``rcond`` itself, or for ``"auto"`` the noise floor of features stored in
+    ``feature_dtype`` (`noise_floor_rtol`). The one place ``"auto"`` is resolved."""
+    rtol = noise_floor_rtol(dim, feature_dtype) if rcond == "auto" else float(rcond)
+    if not rtol >= 0:
+        raise ValueError(f"rcond must be 'auto' or a number >= 0, got {rcond!r}.")
+    return rtol
+
+
 def truncated_pinv(matrix: torch.Tensor, rtol: float) -> tuple[torch.Tensor, int]:
     """Pseudo-inverse of a symmetric positive semi-definite matrix that drops every eigenvalue
     whose magnitude is at most ``rtol`` times the largest; also returns how many it kept.
@@ -81,21 +97,18 @@ def surgery_projection(
     weight: torch.Tensor,
     initial_weight: torch.Tensor,
     full_gram: torch.Tensor,
-    rtol: float | None = None,
-) -> torch.Tensor:
+    rtol: float,
+) -> tuple[torch.Tensor, int]:
     """``(W − W0) · G⁺`` (C×d, float64): the part of a request's cost that depends only on the
-    original model.
+    original model; also the rank of ``G⁺`` (one eigendecomposition gives both).
 
     The Moore–Penrose pseudo-inverse, not ``G⁻¹``: a dead (always-zero) feature makes ``G``
     singular, and the pseudo-inverse is what reproduces the paper's ``pinv(F)`` formula.
-    ``rtol``: the eigenvalue cutoff relative to the largest; ``None`` is the float64 noise
-    floor (``torch.linalg.pinv``'s default), right only for features computed in float64.
+    ``rtol``: the eigenvalue cutoff relative to the largest (`cutoff_rtol`).
     """
-    if rtol is None:
-        rtol = noise_floor_rtol(full_gram.shape[0], torch.float64)
     delta = (weight.detach() - initial_weight.detach()).to(torch.float64)
-    inverse, _ = truncated_pinv(full_gram, rtol)
-    return delta @ inverse
+    inverse, rank = truncated_pinv(full_gram, rtol)
+    return delta @ inverse, rank
 
 
 def apply_surgery(
@@ -114,11 +127,12 @@ def naive_prototype_surgery(
     initial_weight: torch.Tensor,
     full_gram: torch.Tensor,
     forget_gram: torch.Tensor,
-    rtol: float | None = None,
-) -> torch.Tensor:
-    """The new prototypes after removing the samples whose Gram matrix is ``forget_gram``."""
-    projection = surgery_projection(weight, initial_weight, full_gram, rtol)
-    return apply_surgery(initial_weight, projection, full_gram, forget_gram)
+    rtol: float,
+) -> tuple[torch.Tensor, int]:
+    """The new prototypes after removing the samples whose Gram matrix is ``forget_gram``, and
+    the rank of the pseudo-inverse used."""
+    projection, rank = surgery_projection(weight, initial_weight, full_gram, rtol)
+    return apply_surgery(initial_weight, projection, full_gram, forget_gram), rank
 
 
 def naive_head_surgery(
@@ -128,8 +142,9 @@ def naive_head_surgery(
     forget_augmented_gram: torch.Tensor,
     rtol: float,
     with_bias: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Naive PS of a final layer ``(W, b)``; returns the new ``(W, b)``.
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Naive PS of a final layer ``(W, b)``; returns the new ``(W, b)`` and the rank of the
+    pseudo-inverse used.
 
     Both Gram matrices are over ``[f, 1]`` ((d+1)×(d+1)). ``with_bias``: operate on ``[W, b]``
     against ``[f, 1]`` with ``[W0, b0]`` as the initial state; otherwise on ``W`` against ``f``
@@ -139,17 +154,17 @@ def naive_head_surgery(
     initial_weight, initial_bias = initial_head
     if not with_bias:
         dim = weight.shape[1]
-        new_weight = naive_prototype_surgery(
+        new_weight, rank = naive_prototype_surgery(
             weight,
             initial_weight,
             full_augmented_gram[:dim, :dim],
             forget_augmented_gram[:dim, :dim],
             rtol,
         )
-        return new_weight, bias.detach().clone()
+        return new_weight, bias.detach().clone(), rank
     joined = torch.cat([weight.detach(), bias.detach()[:, None]], dim=1)
     initial_joined = torch.cat([initial_weight.detach(), initial_bias.detach()[:, None]], dim=1)
-    new_joined = naive_prototype_surgery(
+    new_joined, rank = naive_prototype_surgery(
         joined, initial_joined, full_augmented_gram, forget_augmented_gram, rtol
     )
-    return new_joined[:, :-1].contiguous(), new_joined[:, -1].contiguous()
+    return new_joined[:, :-1].contiguous(), new_joined[:, -1].contiguous(), rank

@@ -9,15 +9,24 @@ from typing import Any
 import torch
 from torch import nn
 
+from ps_lightning.metrics import true_class_confidence
+
 
 def early_stop_outcome(record: dict[str, Any]) -> str | None:
-    """What the early stop did, from a PS run's unlearning record, in the one wording that the
-    log, the run summary, the TensorBoard note and the table note share; ``None`` when it was
-    not used."""
+    """What the early stop did, or why it was off, from a PS run's unlearning record, in the one
+    wording that the log, the run summary, the TensorBoard note and the table note share (the
+    record carries it as ``early_stop_outcome``); ``None`` for a run that trains no PS epoch or
+    has no early stop."""
+    config = record.get("config") or {}
     if not record.get("early_stop_used"):
-        return None
+        mode = config.get("early_stop")
+        trains = config.get("method") != "naive" and config.get("epochs", 0) > 0
+        if mode is None or not trains:
+            return None  # Naive PS, or a run without PS epochs
+        # `auto` is off only for requests that remove whole classes.
+        return f"off (early_stop: {mode}{', a whole-class request' if mode == 'auto' else ''})"
     if record.get("ps_kept_start_state"):
-        method = (record.get("config") or {}).get("method", "ps")
+        method = config.get("method", "ps")
         start = "the original model" if method == "ps" else "Naive PS's result"
         return (
             "kept the starting head (ps_kept_start_state): no PS step came closer to the "
@@ -43,12 +52,8 @@ def heldout_confidence(
 ) -> float:
     """The mean true-class confidence of ``calibration_logits`` (the original model's, on
     held-out samples) per class, weighted by the forget set's class mix."""
-    calibration_conf = (
-        torch.softmax(calibration_logits.float(), dim=1)
-        .gather(1, calibration_labels[:, None])
-        .flatten()
-    )
-    per_class = torch.zeros(num_classes, device=calibration_conf.device)
+    calibration_conf = true_class_confidence(calibration_logits, calibration_labels)
+    per_class = calibration_conf.new_zeros(num_classes)
     per_class.index_add_(0, calibration_labels, calibration_conf)
     counts = torch.bincount(calibration_labels, minlength=num_classes).clamp(min=1)
     return float((per_class / counts)[forget_labels].mean())

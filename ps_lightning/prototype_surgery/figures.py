@@ -50,9 +50,9 @@ def prototype_shift_figure(
 def early_stop_note(record: dict[str, Any]) -> str | None:
     """What PS's early stop did to the saved head, from the run's unlearning record, and where
     TensorBoard shows it."""
-    outcome = early_stop_outcome(record)
-    if outcome is None:
+    if not record.get("early_stop_used"):
         return None
+    outcome = early_stop_outcome(record)
     return (
         f"PS's early stop {outcome}. The ps/ curves show the epochs tried, ps/saved/ the saved "
         "head."

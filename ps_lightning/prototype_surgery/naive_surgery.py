@@ -12,17 +12,17 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from ps_lightning.data.manifest import MANIFEST_NAME, cumulative_manifest, write_manifest
 from ps_lightning.prototype_surgery.closed_form import (
+    Rcond,
     accumulate_gram,
     augmented_gram,
+    cutoff_rtol,
     naive_head_surgery,
-    noise_floor_rtol,
-    truncated_pinv,
     with_constant,
 )
 from ps_lightning.prototype_surgery.ledger import Ledger, LedgerState, classifier_content_hash
@@ -48,7 +48,7 @@ def naive_surgery(
     forget_features: torch.Tensor,
     *,
     method: str,
-    rcond: float | Literal["auto"],
+    rcond: Rcond,
     surgery_bias: bool,
     use_index: bool,
     cumulative: bool,
@@ -131,7 +131,7 @@ def _operate(
     module: UnlearningModule,
     index: dict[str, Any],
     forget_gram: torch.Tensor,
-    rcond: float | Literal["auto"],
+    rcond: Rcond,
     surgery_bias: bool,
 ) -> tuple[float, int]:
     """Replace the head by its Naive PS result for the augmented ``forget_gram``; the cutoff
@@ -140,9 +140,8 @@ def _operate(
     head = model.prototypes
     full_gram = index["gram"].to(module.device)
     dim = full_gram.shape[0] if surgery_bias else full_gram.shape[0] - 1
-    rtol = float(noise_floor_rtol(dim, index["feature_dtype"].dtype) if rcond == "auto" else rcond)
-    rank = truncated_pinv(full_gram[:dim, :dim], rtol)[1]
-    new_weight, new_bias = naive_head_surgery(
+    rtol = cutoff_rtol(rcond, dim, index["feature_dtype"].dtype)
+    new_weight, new_bias, rank = naive_head_surgery(
         (head.weight, head.bias),
         (model.initial_prototypes, model.initial_bias),
         full_gram,

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 
 from ps_lightning.data.loaders import same_order_loader
 from ps_lightning.data.samplers import TensorSamples
+from ps_lightning.metrics import accuracy, true_class_confidence
 from ps_lightning.prototype_surgery.early_stop import (
     ClosestToHeldoutLevel,
     early_stop_outcome,
@@ -277,8 +278,7 @@ class PSUnlearnModule(UnlearningModule):
     @torch.no_grad()
     def _true_class_confidence(self, split: str) -> torch.Tensor:
         rows = self.cache[split]
-        probabilities = torch.softmax(self._head_logits(rows["features"]).float(), dim=1)
-        return probabilities.gather(1, rows["labels"][:, None]).flatten()
+        return true_class_confidence(self._head_logits(rows["features"]), rows["labels"])
 
     @torch.no_grad()
     def _forget_confidence(self) -> float:
@@ -320,12 +320,7 @@ class PSUnlearnModule(UnlearningModule):
     @torch.no_grad()
     def _accuracy(self, split: str) -> float:
         rows = self.cache[split]
-        predictions = self._head_logits(rows["features"]).argmax(dim=1)
-        return (
-            float((predictions == rows["labels"]).float().mean())
-            if len(predictions)
-            else float("nan")
-        )
+        return accuracy(self._head_logits(rows["features"]), rows["labels"])
 
     def _log_curves(self, step: int) -> None:
         logger = self.logger
@@ -363,4 +358,7 @@ class PSUnlearnModule(UnlearningModule):
                 "surgery_rank": self.surgery_rank,
             }
         )
+        # The sentence travels with the record, so the run summary and the tables read it
+        # rather than re-deriving PS's rules.
+        record["early_stop_outcome"] = early_stop_outcome(record)
         return record
