@@ -3,6 +3,7 @@ fatal, training epochs only where asked, and tables that show what was measured.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import re
@@ -19,6 +20,7 @@ from ps_lightning.harness.main import main
 from ps_lightning.harness.methods import METHOD_CONFIGS
 from ps_lightning.harness.selection import (
     NothingToSelect,
+    kept_selection,
     point_name,
     point_overrides,
     read_grid,
@@ -130,6 +132,23 @@ def test_selection_takes_the_lowest_mean_gap_and_never_a_point_that_failed() -> 
     assert select({"a": [math.nan, 0.0], "b": [0.2, 0.2]}, {"a": {}, "b": {}})[0] == "b"
     with pytest.raises(NothingToSelect, match="every grid point"):
         select({"a": [math.inf], "b": [math.nan]}, {"a": {}, "b": {}})
+
+
+def test_selecting_some_methods_keeps_the_others_entries_or_refuses_other_seeds(
+    tmp_path: Path,
+) -> None:
+    table = tmp_path / "digits-selection.json"
+    entries = {"ps": {"chosen": "ps__lr-0p03"}, "scrub": {"chosen": "scrub__lr-0p001"}}
+    table.write_text(
+        json.dumps({"select_seeds": [0, 1, 2], "scenarios": ["subclass"], "selection": entries})
+    )
+    args = argparse.Namespace(select_methods=["scrub"], select_seeds=[0, 1, 2])
+
+    kept = kept_selection(table, argparse.Namespace(**vars(args), scenarios=["subclass"]))
+
+    assert kept == {"ps": entries["ps"]}
+    with pytest.raises(ValueError, match=r"made on selection seeds \[0, 1, 2\] and scenarios"):
+        kept_selection(table, argparse.Namespace(**vars(args), scenarios=["random"]))
 
 
 def test_a_method_failing_at_every_grid_point_is_reported_as_shipped_and_the_rest_go_on(

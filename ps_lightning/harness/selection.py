@@ -90,12 +90,18 @@ def select(scores: dict[str, list[float]], points: dict[str, dict[str, Any]]) ->
 
 def kept_selection(path: Path, args: argparse.Namespace) -> dict[str, Any]:
     """With ``--select-methods``: the entries of the other methods in the selection table at
-    ``path``, when it was made on the same seeds and scenarios (else none)."""
+    ``path``, which they keep; refused when that table was made on other seeds or scenarios
+    (its entries could not stand beside the new ones, and dropping them would lose them)."""
     if args.select_methods is None or not path.is_file():
         return {}
     previous = json.loads(path.read_text())
     if (previous["select_seeds"], previous["scenarios"]) != (args.select_seeds, args.scenarios):
-        return {}
+        raise ValueError(
+            f"--select-methods keeps the other methods' entries of '{path}', which was made on "
+            f"selection seeds {previous['select_seeds']} and scenarios {previous['scenarios']}; "
+            "run with those (--select-seeds, --scenarios), or select every method (no "
+            "--select-methods)."
+        )
     return {m: e for m, e in previous["selection"].items() if m not in args.select_methods}
 
 
@@ -108,6 +114,8 @@ def run_selection(
 ) -> dict[str, tuple[str, list[str]]]:
     """Run every point of ``grid`` (`read_grid`) on the selection seeds; return the methods
     with their chosen points, and write the selection table."""
+    stem = args.out / f"{args.dataset}-selection"
+    kept = kept_selection(stem.with_suffix(".json"), args)  # refused before any run
     candidates: dict[str, tuple[str, list[str]]] = {}
     points: dict[str, dict[str, dict[str, Any]]] = {}
     for method, method_points in grid.items():
@@ -157,8 +165,7 @@ def run_selection(
                 for name, values in method_points.items()
             },
         }
-    stem = args.out / f"{args.dataset}-selection"
-    selection = kept_selection(stem.with_suffix(".json"), args) | selection
+    selection = kept | selection
     text = selection_markdown(args.dataset, args.scenarios, args.select_seeds, selection)
     atomic_write_text(stem.with_suffix(".md"), text)
     atomic_write_json(
