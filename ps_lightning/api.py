@@ -32,13 +32,15 @@ from ps_lightning.data.requests import (
     draw_forget_indices,
     indices_request,
     request_record,
+    sample_ids,
     validate_request,
 )
 from ps_lightning.metrics import MemberPick, split_metrics
 from ps_lightning.models.classifier import ImageClassifier
 from ps_lightning.prototype_surgery.ps_module import PSUnlearnModule, SurgeryMethod
+from ps_lightning.run_folder import CONFIG_NAME, RESULT_CHECKPOINT, refuse_finished
 from ps_lightning.splits import EVAL_SPLITS
-from ps_lightning.unlearning.unlearning_module import RESULT_CHECKPOINT, FeatureStore
+from ps_lightning.unlearning.unlearning_module import FeatureStore
 
 
 @dataclass
@@ -143,6 +145,8 @@ class Unlearner:
         kept on disk but the surgery index beside the original checkpoint.
         """
         quiet_known_noise()  # Lightning's tips and banners, as the CLI filters them
+        if save_to is not None:
+            _refuse_taken(Path(save_to))
         request_data = self._request_data(ids, classes, ratio, seed)
         module = PSUnlearnModule(
             self.checkpoint,
@@ -153,6 +157,7 @@ class Unlearner:
         )
         module.check_data(request_data)
         module.feature_store = self.feature_store
+        module.writes_result = save_to is not None
         with tempfile.TemporaryDirectory(prefix="ps-lightning-") as scratch:
             run_dir = Path(save_to) if save_to is not None else Path(scratch)
             trainer = L.Trainer(
@@ -194,7 +199,7 @@ class Unlearner:
                 raise ValueError(
                     "forget either ids, or a request drawn by classes/ratio/seed; not both."
                 )
-            chosen = sorted(int(i) for i in ids)
+            chosen = sorted(sample_ids(ids, "forget(ids=...)"))
             return data.with_forget_set(chosen, indices_request(chosen))
         if ratio is None:
             raise ValueError(
@@ -209,3 +214,14 @@ class Unlearner:
         forget = draw_forget_indices(labels, kind, class_list, ratio, seed)
         request = request_record(kind, class_list, ratio, seed, None)
         return data.with_forget_set(forget.tolist(), request)
+
+
+def _refuse_taken(save_to: Path) -> None:
+    """``save_to`` must not hold a run already: a finished one (the command's, the harness's or
+    an earlier ``save_to``) or one the command started (its config.yaml)."""
+    fix = "pass another save_to folder, or delete that one to redo it"
+    refuse_finished(save_to, fix)
+    if (save_to / CONFIG_NAME).is_file():
+        raise FileExistsError(
+            f"the folder '{save_to}' holds a run the command started (its {CONFIG_NAME}): {fix}."
+        )

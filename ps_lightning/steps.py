@@ -11,6 +11,7 @@ step would run without running it. The command (`ps_lightning.cli`) and the benc
 from __future__ import annotations
 
 import atexit
+import errno
 import functools
 import subprocess
 import sys
@@ -34,6 +35,8 @@ import ps_lightning.prototype_surgery.ps_module
 import ps_lightning.unlearning  # noqa: F401
 from ps_lightning.console import RunProgressBar, print_summary, quiet_known_noise
 from ps_lightning.data.datamodule import UnlearningDataModule
+from ps_lightning.files import atomic_write_text
+from ps_lightning.run_folder import CONFIG_NAME, check_run_name, finished_files, refuse_finished
 
 TRAINER_DEFAULTS = {
     "logger": {
@@ -43,35 +46,28 @@ TRAINER_DEFAULTS = {
 }
 
 
-def finished_file(run_dir: Path, subcommand: str) -> Path:
-    """What a finished run of ``subcommand`` leaves in ``run_dir``: an evaluation's
-    ``metrics.json``, a training's result checkpoint (an interrupted run lacks it)."""
-    return run_dir / ("metrics.json" if subcommand == "test" else "checkpoints/model.ckpt")
-
-
 def reused_run_folder(
     run_dir: Path, config_name: str, testing: bool, resuming: bool
-) -> FileExistsError | None:
-    """The error for a run into ``run_dir`` when it holds a run's ``config_name`` already, or
-    ``None`` when that run may go on: a training run resumed (``--ckpt_path``) before it
-    finished (whether with the same settings is `RunFolderConfig`'s check)."""
-    if not (run_dir / config_name).is_file():
+) -> Exception | None:
+    """The error for a run into ``run_dir`` when it holds a finished run (`run_folder`'s rule,
+    whatever wrote it) or a run's ``config_name`` already, or ``None`` when that run may go on:
+    a training run resumed (``--ckpt_path``) before it finished (whether with the same settings
+    is `RunFolderConfig`'s check)."""
+    try:
+        refuse_finished(
+            run_dir, "name another run with --run NAME, or delete that folder to redo it"
+        )
+    except FileExistsError as error:
+        return error
+    if not (run_dir / config_name).is_file() or (resuming and not testing):
         return None
-    # An evaluation has nothing to resume.
-    finished = finished_file(run_dir, "test" if testing else "fit")
-    if resuming and not testing and not finished.exists():
-        return None
-    if finished.exists():
-        state = f"a finished run (its {config_name} and {finished.name})"
-        fix = "delete that folder to redo it"
-    elif testing:
-        state = f"an interrupted evaluation (its {config_name}, no {finished.name})"
-        fix = "delete that folder to redo it"
+    if testing:  # an evaluation has nothing to resume
+        state, fix = "an interrupted evaluation", "delete that folder to redo it"
     else:
-        state = f"an interrupted run (its {config_name}, no {finished.name})"
-        fix = "resume it with the same settings and --ckpt_path last"
+        state, fix = "an interrupted run", "resume it with the same settings and --ckpt_path last"
     return FileExistsError(
-        f"the run folder '{run_dir}' holds {state}: name another run with --run NAME, or {fix}."
+        f"the run folder '{run_dir}' holds {state} (its {config_name}, no result): name another "
+        f"run with --run NAME, or {fix}."
     )
 
 
@@ -85,8 +81,14 @@ class RunFolderConfig(SaveConfigCallback):
         run_dir = Path(trainer.log_dir)
         config_path = run_dir / self.config_filename
         # Rank 0 alone looks at the folder: the other processes may start after it wrote there.
-        if not trainer.strategy.broadcast(trainer.is_global_zero and config_path.is_file()):
-            super().setup(trainer, pl_module, stage)
+        taken = config_path.is_file() or bool(finished_files(run_dir))
+        if not trainer.strategy.broadcast(trainer.is_global_zero and taken):
+            if trainer.is_global_zero:
+                # Through a temporary and a rename (Lightning's own save writes in place): a run
+                # killed meanwhile leaves no torn config.yaml to block its resume.
+                atomic_write_text(config_path, self.parser.dump(self.config, skip_none=False))
+                self.save_config(trainer, pl_module, stage)
+            self.already_saved = trainer.strategy.broadcast(True)
             return
         testing = trainer.state.fn == "test"
         resuming = self.config.get("ckpt_path") is not None
@@ -94,6 +96,11 @@ class RunFolderConfig(SaveConfigCallback):
         if error is not None:
             raise error
         saved = yaml.safe_load(config_path.read_text())
+        if not isinstance(saved, dict):
+            raise ValueError(
+                f"'{config_path}' is empty or damaged (a run killed while an older version wrote "
+                f"it in place): delete the folder '{run_dir}' and run again."
+            )
         current = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
         changed = sorted(
             key
@@ -156,12 +163,17 @@ class PSLightningCLI(LightningCLI):
         if self.trainer.world_size == 1 and log_dir:
             error = reused_run_folder(
                 Path(log_dir),
-                self.save_config_kwargs.get("config_filename", "config.yaml"),
+                self.save_config_kwargs.get("config_filename", CONFIG_NAME),
                 testing=self.subcommand == "test",
                 resuming=self._get(self.config, "ckpt_path") is not None,
             )
             if error is not None:
                 raise error
+
+    def before_instantiate_classes(self) -> None:
+        # Before the Trainer's logger makes the folder: a name that leaves <save_dir>/<dataset>/
+        # is refused, not created.
+        check_run_name(self._get(self.config, "run"))
 
     def before_fit(self) -> None:
         self._refuse_bad_input()
@@ -240,6 +252,11 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> PSLightningCLI:
     return cli
 
 
+# The errors of writing on this machine (a full device, a file-size limit, a quota, a folder
+# without write permission or a read-only mount), told in one line wherever they arise.
+WRITE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
+
+
 class StepFailed(RuntimeError):
     """A step failed: run as a child process, the message is the last line it wrote to stderr
     (the benchmark harness records the failure of a method's step and goes on)."""
@@ -295,6 +312,16 @@ def _user_error(error: BaseException) -> BaseException | None:
         for e in seen
         if isinstance(e, (ValueError, OSError, FloatingPointError)) and _raised_by_project(e)
     ]
+    # A full disk or a folder it may not write is this machine's state, wherever the write was.
+    machine = [e for e in seen if isinstance(e, OSError) and e.errno in WRITE_ERRNOS]
+    if not ours and machine:
+        error = machine[0]
+        return OSError(
+            f"could not write '{error.filename or 'a file of the run'}': {error.strerror}. Free "
+            "space or make the folder writable (or pass another "
+            "--trainer.logger.init_args.save_dir), then run again; an interrupted training "
+            "resumes with --ckpt_path last."
+        )
     return ours[0] if ours else None
 
 

@@ -8,6 +8,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import REPO_ROOT
@@ -17,6 +18,7 @@ from ps_lightning import ForgetResult, Unlearner
 from ps_lightning.data import DigitsDataModule
 from ps_lightning.metrics import split_metrics
 from ps_lightning.models import LeNet5
+from ps_lightning.prototype_surgery.ledger import record_path
 from ps_lightning.splits import EVAL_SPLITS
 from ps_lightning.unlearning.unlearning_module import UnlearningModule
 
@@ -136,6 +138,12 @@ def test_save_to_writes_a_run_folder_that_loads_with_lightning(
         ({"ids": []}, "non-empty forget set"),
         ({"classes": [12], "ratio": 0.1}, "unknown classes"),
         ({"ratio": 1.5}, "outside"),
+        # Ids are integers: nothing is rounded, split into digits or read as a number.
+        ({"ids": "42"}, r"expected a list of integer sample ids .* got str '42'"),
+        ({"ids": [3.9, 17.2]}, r"entry 0 is 3\.9 \(float\), not an integer"),
+        ({"ids": torch.tensor([3.0, 17.0])}, r"entry 0 is 3\.0 \(float\)"),
+        ({"ids": ["3", "17"]}, r"entry 0 is '3' \(str\)"),
+        ({"ids": [5, True]}, r"entry 1 is True \(bool\)"),
     ],
 )
 def test_bad_requests_are_refused_with_the_reason(
@@ -143,6 +151,37 @@ def test_bad_requests_are_refused_with_the_reason(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         unlearner.forget(**request_args, method="naive")
+
+
+def test_the_ledger_names_a_result_file_only_where_one_was_saved(
+    unlearner: Unlearner, tmp_path: Path
+) -> None:
+    unlearner.forget([3, 17], method="naive", cumulative=True)
+    saved = unlearner.forget([42], method="naive", cumulative=True, save_to=tmp_path / "kept")
+
+    requests = json.loads(record_path(unlearner.checkpoint).read_text())["requests"]
+    assert [r["result_checkpoint"] for r in requests] == [None, str(saved.checkpoint.resolve())]
+
+
+def test_integer_arrays_and_tensors_are_ids(unlearner: Unlearner) -> None:
+    for ids in (torch.tensor([42, 3, 17]), np.array([42, 3, 17]), (3, np.int64(17), 42)):
+        request = unlearner._request_data(ids, None, None, None)
+        assert request.forget_indices.tolist() == [3, 17, 42]
+
+
+@pytest.mark.parametrize("holds", ["checkpoints/model.ckpt", "metrics.json", "config.yaml"])
+def test_save_to_a_folder_that_holds_a_run_is_refused_and_left_as_it_is(
+    unlearner: Unlearner, tmp_path: Path, holds: str
+) -> None:
+    taken = tmp_path / "taken" / holds
+    taken.parent.mkdir(parents=True)
+    taken.write_text("a run's file")
+
+    with pytest.raises(FileExistsError, match=f"'{tmp_path / 'taken'}' holds .*{holds}"):
+        unlearner.forget([3], method="naive", save_to=tmp_path / "taken")
+
+    assert [p for p in (tmp_path / "taken").rglob("*") if p.is_file()] == [taken]
+    assert taken.read_text() == "a run's file"
 
 
 def test_a_checkpoint_of_other_data_is_refused(original: Original) -> None:

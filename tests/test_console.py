@@ -194,8 +194,9 @@ def test_a_reused_run_folder_is_one_line_naming_the_flag_that_renames(
     assert exit_info.value.code == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert errors == [
-        f"ps-lightning: error: the run folder '{run_dir}' holds a finished run (its config.yaml "
-        "and metrics.json): name another run with --run NAME, or delete that folder to redo it."
+        f"ps-lightning: error: the run folder '{run_dir}' holds a finished run (its metrics.json), "
+        "which is never written over: name another run with --run NAME, or delete that folder "
+        "to redo it."
     ]
     assert sorted(p.name for p in run_dir.iterdir()) == before
 

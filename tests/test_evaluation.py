@@ -421,6 +421,18 @@ def test_evaluate_refuses_a_retrain_not_trained_on_this_retain_set(
     assert nothing_written(save_dir)
 
 
+def test_evaluate_refuses_an_unlearned_model_made_for_another_request(
+    original: Original, retrain_ckpt: Path, naive_reference: Path, tmp_path: Path
+) -> None:
+    # The same kind of file, one forget id fewer: the result of another request.
+    other = _retrain_of_another_split(naive_reference, tmp_path)
+    save_dir = tmp_path / "runs"
+    checkpoints = {"original": original.ckpt, "retrain": retrain_ckpt, "naive_ps": other}
+    with pytest.raises(ValueError, match=r"other-retrain\.ckpt' is the result of another request"):
+        _evaluate(save_dir, original, checkpoints)
+    assert nothing_written(save_dir)
+
+
 def test_evaluate_refuses_a_checkpoint_of_another_training_set(
     original: Original, tmp_path: Path
 ) -> None:

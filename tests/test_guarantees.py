@@ -4,6 +4,7 @@ refused runs overwrite nothing, bad input gets the project's own message."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import resource
@@ -11,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from unittest import mock
 
@@ -32,8 +34,9 @@ from unlearning_fixtures import (
 
 from ps_lightning.cli import main
 from ps_lightning.files import atomic_torch_save, atomic_write_json
-from ps_lightning.models.classifier import load_classifier
+from ps_lightning.models.classifier import ImageClassifier, LeNet5, load_classifier
 from ps_lightning.prototype_surgery.ledger import Ledger, record_path
+from ps_lightning.steps import run_step
 
 __all__ = ["original"]  # fixtures used below
 
@@ -147,6 +150,22 @@ def test_a_run_killed_during_training_is_not_taken_for_finished_and_resumes(
     # It continued from the snapshot (steps counted on), not from scratch.
     assert finished["global_step"] == 8 * 2 and finished["epoch"] == 8
     load_classifier(str(final))
+    # And it drew the batches the uninterrupted run draws: the same model, bit for bit.
+    straight = run_cli(
+        "fit", "original.yaml", runs, "expid0/straight", "--seed_everything", "0", *SHORT_EPOCHS
+    )  # fmt: skip
+    uninterrupted = torch.load(straight / "checkpoints" / "model.ckpt", weights_only=True)
+    for name, tensor in uninterrupted["state_dict"].items():
+        assert torch.equal(finished["state_dict"][name], tensor), name
+
+
+def test_a_torn_config_of_a_killed_run_is_named_with_the_fix(tmp_path: Path) -> None:
+    # What a kill during Lightning's in-place write left before config.yaml was written whole.
+    run_dir = tmp_path / "runs" / "digits" / "torn"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text("")
+    with pytest.raises(ValueError, match=r"config\.yaml' is empty or damaged.*delete the folder"):
+        run_cli("fit", "original.yaml", tmp_path / "runs", "torn", "--ckpt_path", "last")
 
 
 def test_resuming_with_other_settings_or_a_finished_run_is_refused(
@@ -198,6 +217,30 @@ def test_two_concurrent_cumulative_cli_requests_end_with_the_union_removed(
     torch.testing.assert_close(fc_weight(last_writer), fc_weight(once), rtol=0, atol=1e-6)
 
 
+def test_a_cumulative_request_killed_after_the_ledger_commit_resumes_to_its_result(
+    original: Original, tmp_path: Path
+) -> None:
+    ckpt = original.copy_to(tmp_path / "original")
+    indices_file = write_indices(tmp_path / "a.json", [0, 5, 9, 17, 30])
+    args = [
+        *cumulative_naive_fit("a", ckpt, "null", tmp_path),
+        "--data.init_args.forget", "indices",
+        "--data.init_args.forget_indices_file", str(indices_file),
+        *QUIET,
+    ]  # fmt: skip
+    run_step(args)
+    result = tmp_path / "runs" / "digits" / "a" / "checkpoints" / "model.ckpt"
+    finished = fc_weight(result)
+    # Killed between the ledger's commit (and the union's split.json) and the model's save.
+    result.unlink()
+
+    run_step([*args, "--ckpt_path", "last"])
+
+    torch.testing.assert_close(fc_weight(result), finished, rtol=0, atol=1e-6)
+    record = json.loads(record_path(ckpt).read_text())
+    assert record["removed_indices"] == [0, 5, 9, 17, 30]
+
+
 # --------------------------------------------------------------------------- nothing overwritten
 
 
@@ -216,6 +259,45 @@ def test_a_refused_rerun_leaves_the_finished_runs_split_and_result(
     assert {p.name: p.read_bytes() for p in (run_dir / "split.json", result)} == before
 
 
+def test_training_into_a_folder_holding_only_a_saved_model_is_refused_and_keeps_it(
+    original: Original, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # What the Python API's save_to leaves: a model.ckpt and no config.yaml.
+    runs = tmp_path / "runs"
+    saved = original.copy_to(runs / "digits" / "saved" / "checkpoints")
+    before = saved.read_bytes()
+
+    error = cli_error(
+        capsys,
+        "fit", "--config", str(CONFIGS / "original.yaml"), "--run", "saved",
+        "--trainer.logger.init_args.save_dir", str(runs), *QUIET, *SHORT_EPOCHS,
+    )  # fmt: skip
+
+    assert error.startswith(
+        f"ps-lightning: error: the run folder '{saved.parents[1]}' holds a finished run (its "
+        "checkpoints/model.ckpt)"
+    )
+    assert saved.read_bytes() == before
+    assert sorted(p.name for p in saved.parents[1].rglob("*")) == ["checkpoints", "model.ckpt"]
+
+
+@pytest.mark.parametrize(
+    "run", ["../../escape", "/absolute/escape", "", " ", "a/../../escape", "."]
+)
+def test_a_run_name_that_leaves_the_dataset_folder_is_refused(
+    run: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    runs = tmp_path / "inside" / "runs"
+    error = cli_error(
+        capsys,
+        "fit", "--config", str(CONFIGS / "original.yaml"), "--run", run,
+        "--trainer.logger.init_args.save_dir", str(runs), *QUIET,
+    )  # fmt: skip
+    assert error.startswith(f"ps-lightning: error: --run {run!r}: ")
+    assert "<save_dir>/<dataset>/" in error
+    assert list(tmp_path.rglob("*")) == []
+
+
 def test_a_checkpoint_with_nan_or_inf_weights_is_refused(
     original: Original, tmp_path: Path
 ) -> None:
@@ -226,6 +308,9 @@ def test_a_checkpoint_with_nan_or_inf_weights_is_refused(
         atomic_torch_save(broken, checkpoint)
         with pytest.raises(ValueError, match=r"NaN or infinite values in \['net.fc.weight'\]"):
             load_classifier(str(broken))
+        for lightning_load in (LeNet5.load_from_checkpoint, ImageClassifier.load_from_checkpoint):
+            with pytest.raises(ValueError, match=rf"'{broken}' holds NaN or infinite values"):
+                lightning_load(broken)
         with pytest.raises(ValueError, match="NaN or infinite"):
             unlearn(tmp_path / "runs", "naive", broken, manifest=original.manifest)
         assert nothing_written(tmp_path / "runs")
@@ -247,6 +332,30 @@ def test_a_full_disk_is_reported_by_file_and_leaves_the_old_file(tmp_path: Path)
         signal.signal(signal.SIGXFSZ, previous)
     assert target.read_bytes() == old
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index.pt"]
+
+
+def test_a_disk_that_fills_during_training_is_one_line_and_leaves_no_torn_file(
+    tmp_path: Path,
+) -> None:
+    # The child runs under a 200 KiB file-size limit (as a full device, EFBIG for ENOSPC): the
+    # first checkpoint of training does not fit. The shell sets the limit, so nothing forks
+    # from this process.
+    runs = tmp_path / "runs"
+    command = [
+        "sh", "-c", "trap '' XFSZ; ulimit -f 400; exec \"$0\" \"$@\"",
+        sys.executable, "-m", "ps_lightning.steps", "fit",
+        "--config", str(CONFIGS / "original.yaml"), "--run", "full",
+        "--trainer.logger.init_args.save_dir", str(runs), *QUIET, *SHORT_EPOCHS,
+    ]  # fmt: skip
+
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=ROOT)
+
+    assert finished.returncode == 2, finished.stderr
+    last = finished.stderr.strip().splitlines()[-1]
+    assert last.startswith("ps-lightning: error: could not write '"), finished.stderr
+    assert "File too large. Free space or make the folder writable" in last
+    leftovers = [p.name for p in runs.rglob("*") if p.name.endswith((".tmp", ".partial"))]
+    assert leftovers == []
 
 
 def test_temporaries_of_killed_writers_are_removed_on_the_next_write(tmp_path: Path) -> None:
@@ -283,7 +392,10 @@ def test_a_writer_killed_before_its_rename_leaves_a_temporary_the_next_write_rem
 
 @pytest.mark.parametrize(
     ("content", "names"),
-    [("[1.5, 2]", "entry 0 is 1.5, not an integer"), ("abc", "line 1 is 'abc', not an integer")],
+    [
+        ("[1.5, 2]", "entry 0 is 1.5 (float), not an integer"),
+        ("abc", "line 1 is 'abc', not an integer"),
+    ],
     ids=["float", "word"],
 )
 def test_the_cli_shows_the_projects_message_for_a_bad_indices_file(
@@ -301,6 +413,33 @@ def test_the_cli_shows_the_projects_message_for_a_bad_indices_file(
     )  # fmt: skip
     assert names in message and str(file) in message
     assert nothing_written(tmp_path / "runs")
+
+
+def test_a_folder_it_may_not_write_is_one_line_wherever_the_write_was(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As a read-only runs folder fails for a user (tests run as root, who may write anywhere):
+    # no folder can be made under it, by whichever library tries first.
+    runs = tmp_path / "runs"
+
+    def read_only(make: Callable) -> Callable:
+        def refuse(path: object, *args: object, **kwargs: object) -> None:
+            if str(path).startswith(str(runs)):
+                raise PermissionError(errno.EACCES, "Permission denied", str(path))
+            make(path, *args, **kwargs)
+
+        return refuse
+
+    monkeypatch.setattr(os, "makedirs", read_only(os.makedirs))
+    monkeypatch.setattr(os, "mkdir", read_only(os.mkdir))
+    message = cli_error(
+        capsys,
+        "fit", "--config", str(CONFIGS / "original.yaml"), "--run", "ro",
+        "--trainer.logger.init_args.save_dir", str(runs), *QUIET, *SHORT_EPOCHS,
+    )  # fmt: skip
+    assert message.startswith(f"ps-lightning: error: could not write '{runs}"), message
+    assert "': Permission denied. Free space or make the folder writable" in message
+    assert len(message.strip().splitlines()) == 1
 
 
 def test_the_cli_shows_the_ledgers_message_not_the_innermost_error(

@@ -124,14 +124,18 @@ def test_indices_file_one_per_line_skips_blank_lines_and_comments(tmp_path: Path
 @pytest.mark.parametrize(
     ("content", "names"),
     [
-        ("[1.5, 2]", "entry 0 is 1.5, not an integer"),
-        ("[1, 2.5]", "entry 1 is 2.5, not an integer"),
-        ("[1.0, 2]", "entry 0 is 1.0, not an integer"),
-        ("[true, 3]", "entry 0 is True, not an integer"),
+        ("[1.5, 2]", r"entry 0 is 1.5 \(float\), not an integer"),
+        ("[1, 2.5]", r"entry 1 is 2.5 \(float\), not an integer"),
+        ("[1.0, 2]", r"entry 0 is 1.0 \(float\), not an integer"),
+        ("[true, 3]", r"entry 0 is True \(bool\), not an integer"),
+        ('["3", 4]', r"entry 0 is '3' \(str\), not an integer"),
         ('{"forget": [1]}', "line 1 is '{\"forget\": \\[1\\]}', not an integer"),
         ("abc", "line 1 is 'abc', not an integer"),
         ("1\ntwo\n", "line 2 is 'two', not an integer"),
         ("3.5\n", "line 1 is '3.5', not an integer"),
+        ("\u0663\n", "line 1 is '\u0663', not an integer"),  # an Arabic-Indic three
+        ("\uff11\uff12\n", "line 1 is '\uff11\uff12', not an integer"),  # a full-width 12
+        ("\u00b2\n", "line 1 is '\u00b2', not an integer"),  # a superscript two
         ("[1, 2", "is not valid JSON"),
     ],
     ids=[
@@ -139,10 +143,14 @@ def test_indices_file_one_per_line_skips_blank_lines_and_comments(tmp_path: Path
         "json-float",
         "json-float-integral",
         "json-bool",
+        "json-string-digits",
         "json-object",
         "word",
         "word-on-line-2",
         "line-float",
+        "arabic-indic-digit",
+        "full-width-digits",
+        "superscript",
         "broken-json",
     ],
 )
@@ -155,6 +163,24 @@ def test_non_integer_index_file_is_refused_naming_the_file_and_the_entry(
         read_indices_file(str(file))
     assert str(file) in str(refused.value)
     assert "one integer per line" in str(refused.value)  # says what the file must hold
+
+
+def test_an_index_file_that_is_not_utf8_or_a_folder_is_named_with_the_fix(
+    tmp_path: Path,
+) -> None:
+    utf16 = tmp_path / "forget.txt"
+    utf16.write_bytes("3\n17\n".encode("utf-16"))
+    with pytest.raises(ValueError, match=r"forget\.txt' is not UTF-8 text.*save it as UTF-8"):
+        read_indices_file(str(utf16))
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes(b"3\n\xe917\n")
+    with pytest.raises(ValueError, match=r"byte 2 is b'\\xe9'"):
+        read_indices_file(str(latin1))
+    with pytest.raises(IsADirectoryError, match="is a folder; name the file of ids inside it"):
+        read_indices_file(str(tmp_path))
+    with_bom = tmp_path / "bom.json"
+    with_bom.write_bytes(b"\xef\xbb\xbf[3, 17]")
+    assert read_indices_file(str(with_bom)) == [3, 17]
 
 
 def test_missing_index_file_is_reported_by_path(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import functools
 import hashlib
 import pickle
 import struct
+import urllib.error
 from collections.abc import Callable
 from pathlib import Path
 
@@ -169,8 +170,29 @@ def test_cifar10_checksum_mismatch_is_reported(tmp_path: Path) -> None:
     folder.mkdir()
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]:
         (folder / name).write_bytes(b"not the real thing")
-    with pytest.raises(RuntimeError, match="corrupted"):
+    with pytest.raises(ValueError, match="corrupted"):
         sources.load_cifar10(str(tmp_path), download=False)
+
+
+@pytest.mark.parametrize(
+    ("load", "module"),
+    [(sources.load_fashion_mnist, datasets.mnist), (sources.load_cifar10, datasets.cifar)],
+    ids=["fashion_mnist", "cifar10"],
+)
+def test_a_failed_download_names_the_folder_and_leaves_no_folder_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, load: Callable, module: object
+) -> None:
+    def offline(*args: object, **kwargs: object) -> None:
+        Path(kwargs.get("download_root") or args[1]).mkdir(parents=True, exist_ok=True)
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(module, "download_and_extract_archive", offline)
+    data_dir = tmp_path / "missing" / "data"
+
+    with pytest.raises(OSError, match=rf"could not download .* into '{data_dir}'.*no network"):
+        load(str(data_dir), download=True)
+
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_cifar100_fine_labels_permuted_to_chw(

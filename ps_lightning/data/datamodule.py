@@ -37,6 +37,7 @@ from ps_lightning.data.requests import (
     covers_whole_classes,
     draw_forget_indices,
     request_record,
+    sample_ids,
     split_rows,
     split_test_set,
     validate_request,
@@ -195,7 +196,7 @@ class UnlearningDataModule(L.LightningDataModule):
         records. The Python API's requests name their samples in memory, not in a file."""
         self._load()
         assert self.manifest is not None
-        ids = sorted(int(i) for i in forget_indices)
+        ids = sorted(sample_ids(forget_indices, "forget_indices"))
         request_data = copy.copy(self)
         request_data._use_manifest(request_manifest(self.manifest, ids, request))
         return request_data

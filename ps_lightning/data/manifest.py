@@ -210,10 +210,29 @@ def write_run_manifest(run_dir: str | Path, manifest: dict[str, Any]) -> None:
     target = Path(run_dir) / MANIFEST_NAME
     if not target.exists():
         write_manifest(target, manifest)
-    elif json.loads(target.read_text() or "null") != manifest:
+        return
+    existing = json.loads(target.read_text() or "null")
+    if existing != manifest and not _cumulative_result_of(existing, manifest):
         raise FileExistsError(
             f"'{target}' holds another split than this run's: the run folder belongs "
             "to another run. Choose another run (--run NAME) or trainer.logger "
             "save_dir; resume an interrupted run with its own settings and "
             "--ckpt_path last."
         )
+
+
+def _cumulative_result_of(existing: Any, manifest: dict[str, Any]) -> bool:
+    """Whether ``existing`` is the split a cumulative request for ``manifest`` writes once the
+    ledger has recorded it (every sample removed so far): the same run, interrupted before its
+    model was saved, which a resume finishes (the ledger already holds its samples)."""
+    if not isinstance(existing, dict) or existing.get("request") != {
+        "kind": "cumulative",
+        "last_request": manifest["request"],
+    }:
+        return False
+    same_data = all(
+        existing.get(key) == manifest.get(key)
+        for key in manifest
+        if key not in ("request", "forget_indices", "num_forget", "num_retain", CONTENT_KEY)
+    )
+    return same_data and set(manifest["forget_indices"]) <= set(existing["forget_indices"])

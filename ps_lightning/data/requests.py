@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+import numpy as np
 import torch
 
 RequestKind = Literal["classes", "random", "indices"]
 REQUEST_KINDS: tuple[str, ...] = get_args(RequestKind)
+# An id on a line of an ids file: ASCII digits only (str.isdigit also takes "٣", "１２" and "²").
+INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
 
 
 def validate_request(
@@ -75,13 +79,45 @@ def request_record(
     return record
 
 
+def sample_ids(values: object, source: str) -> list[int]:
+    """Training-sample ids as plain ints, the one check the command's ids file and the Python
+    API share: a list (or tuple, or integer array or tensor) of integers; a bool, a float (even
+    3.0), a string (even "42") is refused with its position, never rounded or split. Range and
+    duplicates are `check_indices`'s."""
+    if hasattr(values, "tolist") and not isinstance(values, (str, bytes)):
+        values = values.tolist()  # a tensor or an array: its elements as Python numbers
+    if not isinstance(values, (list, tuple)):
+        raise ValueError(
+            f"{source}: expected a list of integer sample ids like [3, 17, 42], got "
+            f"{type(values).__name__} {values!r}."
+        )
+    for position, value in enumerate(values):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise ValueError(
+                f"{source}: entry {position} is {value!r} ({type(value).__name__}), not an "
+                "integer; sample ids are whole numbers like [3, 17, 42], never rounded or parsed."
+            )
+    return [int(value) for value in values]
+
+
 def read_indices_file(path: str) -> list[int]:
     """A JSON list of integers, or one integer per line (blank lines and # comments ignored)."""
     file = Path(path)
+    if file.is_dir():
+        raise IsADirectoryError(
+            f"forget_indices_file '{file}' is a folder; name the file of ids inside it."
+        )
     if not file.is_file():
         raise FileNotFoundError(f"forget_indices_file '{file}' does not exist.")
-    text = file.read_text()
     expected = "a JSON list of integers like [3, 17, 42], or one integer per line"
+    try:
+        text = file.read_text(encoding="utf-8-sig")  # a byte-order mark is no id
+    except UnicodeDecodeError as error:
+        byte = error.object[error.start : error.start + 1]
+        raise ValueError(
+            f"forget_indices_file '{file}' is not UTF-8 text (byte {error.start} is {byte!r}); "
+            f"save it as UTF-8 (or ASCII) holding {expected}."
+        ) from None
     if text.lstrip().startswith("["):
         try:
             values = json.loads(text)
@@ -92,24 +128,20 @@ def read_indices_file(path: str) -> list[int]:
             ) from None
         if not isinstance(values, list):
             raise ValueError(f"forget_indices_file '{file}' must hold {expected}.")
-        bad = [(n, v) for n, v in enumerate(values) if type(v) is not int]
-        where = "entry"
-    else:
-        lines = [(n + 1, line.split("#", 1)[0].strip()) for n, line in enumerate(text.splitlines())]
-        values = [value for _, value in lines if value]
-        bad = [(n, value) for n, value in lines if value and not _is_integer_text(value)]
-        where = "line"
+        try:
+            return sample_ids(values, f"forget_indices_file '{file}'")
+        except ValueError as error:
+            raise ValueError(f"{error} The file must hold {expected}.") from None
+    lines = [(n + 1, line.split("#", 1)[0].strip()) for n, line in enumerate(text.splitlines())]
+    values = [value for _, value in lines if value]
+    bad = [(n, value) for n, value in lines if value and not INTEGER_TEXT.fullmatch(value)]
     if bad:
         number, value = bad[0]
         raise ValueError(
-            f"forget_indices_file '{file}': {where} {number} is {value!r}, not an integer "
-            f"({len(bad)} such entries); the file must hold {expected}."
+            f"forget_indices_file '{file}': line {number} is {value!r}, not an integer written "
+            f"in the digits 0-9 ({len(bad)} such lines); the file must hold {expected}."
         )
     return [int(v) for v in values]
-
-
-def _is_integer_text(text: str) -> bool:
-    return text.lstrip("+-").isdigit()
 
 
 def check_indices(

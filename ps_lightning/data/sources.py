@@ -6,8 +6,10 @@ so that batches are cut by indexing and augmented on the device), labels as int6
 
 from __future__ import annotations
 
+import contextlib
 import os
 import zipfile
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -71,6 +73,31 @@ def load_digits() -> Source:
     return Source(images[train], labels[train], images[test], labels[test], _digit_classes())
 
 
+@contextlib.contextmanager
+def _downloading(what: str, data_dir: str) -> Iterator[None]:
+    """Around a torchvision download: a failure (no network, a host that refuses, a failed
+    checksum) becomes one error naming the dataset, the folder and the fix, and the folders
+    created for it are removed again when they stayed empty."""
+    created = Path(data_dir).absolute()
+    while not created.parent.exists():
+        created = created.parent
+    existed = created.exists()
+    try:
+        yield
+    except (OSError, RuntimeError) as error:  # urllib's URLError is an OSError
+        if not existed and created.is_dir():
+            for folder in sorted(created.rglob("*"), reverse=True):
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
+            if not any(created.iterdir()):
+                created.rmdir()
+        reason = " ".join(str(error).split())  # torchvision's own spans several lines
+        raise OSError(
+            f"could not download {what} into '{data_dir}' ({reason}). Check this machine's "
+            "network access, or put the dataset's files there and set `download: false`."
+        ) from error
+
+
 def _load_idx_dataset(cls: Any, data_dir: str, download: bool, classes: list[str]) -> Source:
     """An MNIST-format dataset of torchvision (idx files under ``<data_dir>/<Class>/raw``),
     zero-padded from 28×28 to 32×32 (the input size of the original LeNet-5)."""
@@ -80,7 +107,10 @@ def _load_idx_dataset(cls: Any, data_dir: str, download: bool, classes: list[str
     if not download and not all((raw / name).is_file() for name in names):
         raise _not_found(cls.__name__, raw)
 
-    splits = [cls(root=data_dir, train=train, download=download) for train in (True, False)]
+    if download:
+        with _downloading(cls.__name__, data_dir):
+            cls(root=data_dir, train=True, download=True)  # fetches both splits' files
+    splits = [cls(root=data_dir, train=train) for train in (True, False)]
     images = [
         torch.nn.functional.pad(split.data, (2, 2, 2, 2)).unsqueeze(1).contiguous()
         for split in splits
@@ -112,11 +142,14 @@ def _load_cifar(cls: Any, data_dir: str, download: bool) -> Source:
     if missing and not download:
         raise _not_found(f"{cls.__name__} ({', '.join(missing)})", folder)
 
+    if missing:
+        with _downloading(cls.__name__, data_dir):
+            cls(root=data_dir, train=True, download=True)  # fetches both splits' files
     try:
-        splits = [cls(root=data_dir, train=train, download=download) for train in (True, False)]
+        splits = [cls(root=data_dir, train=train) for train in (True, False)]
     except RuntimeError as err:
         # All files are present here, so torchvision's complaint is a failed md5 check.
-        raise RuntimeError(
+        raise ValueError(
             f"{cls.__name__} files in {folder} are corrupted or incomplete (checksum mismatch): "
             f"delete that folder and load again with `download: true`."
         ) from err
@@ -277,7 +310,10 @@ def load_tinyimagenet(data_dir: str, download: bool) -> Source:
             raise _not_found("TinyImageNet", root)
         from torchvision.datasets.utils import download_and_extract_archive
 
-        download_and_extract_archive(TINYIMAGENET_URL, download_root=data_dir, md5=TINYIMAGENET_MD5)
+        with _downloading("TinyImageNet", data_dir):
+            download_and_extract_archive(
+                TINYIMAGENET_URL, download_root=data_dir, md5=TINYIMAGENET_MD5
+            )
 
     wnids, train_files, test_files = _tiny_files(root)
     n_files = len(train_files) + len(test_files)

@@ -33,6 +33,7 @@ from ps_lightning.files import atomic_write_json, atomic_write_text
 from ps_lightning.metrics import MemberPick, gaps_to_retrain, split_metrics
 from ps_lightning.models.classifier import load_classifier
 from ps_lightning.models.record import ClassifierRecord
+from ps_lightning.run_folder import METRICS_NAME
 from ps_lightning.splits import EVAL_SPLITS
 from ps_lightning.timing import TIMING_NAME
 
@@ -94,11 +95,13 @@ class UnlearningEvaluator(L.LightningModule):
         self.outputs: dict[str, dict[str, list[torch.Tensor]]] = {}
 
     def check_data(self, datamodule: UnlearningDataModule) -> None:
-        """Every model must come from this training set; retrain must exclude this forget set."""
+        """Every model must come from this training set, retrain must exclude this forget set,
+        and an unlearned model must be this request's result."""
         for name, record in self.classifier_records.items():
             record.check_data(
                 datamodule, train_on="retain" if name == self.hparams.retrain else None
             )
+            record.check_request(datamodule)
 
     def on_test_start(self) -> None:
         self.outputs = {name: {split: [] for split in EVAL_SPLITS} for name in self.models}
@@ -174,7 +177,7 @@ class UnlearningEvaluator(L.LightningModule):
         self._log(summary, logits, labels, table)
         log_dir = self.trainer.log_dir
         if self.trainer.is_global_zero and log_dir:
-            atomic_write_json(Path(log_dir) / "metrics.json", summary)
+            atomic_write_json(Path(log_dir) / METRICS_NAME, summary)
             atomic_write_text(Path(log_dir) / "table.md", table)
 
     def _relearn_probe(self, results: dict[str, Any]) -> None:

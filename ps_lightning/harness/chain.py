@@ -20,7 +20,8 @@ from typing import Any
 from ps_lightning.console import StepProgress
 from ps_lightning.files import atomic_write_json
 from ps_lightning.harness.methods import SCENARIOS
-from ps_lightning.steps import StepFailed, finished_file, resolved_config, run_step
+from ps_lightning.run_folder import METRICS_NAME, finished_files
+from ps_lightning.steps import StepFailed, resolved_config, run_step
 
 ARCHITECTURE_PATH = "ps_lightning.models."
 # What a step's key writes for the harness's runs folder; the file in a step's run folder that
@@ -122,8 +123,7 @@ class Harness:
         the configs' checkout that ran it (`source_commit`)."""
         planned = self.plan(subcommand, config, run, args)
         run_dir = planned.run_dir
-        done = finished_file(run_dir, subcommand)
-        if done.is_file():
+        if finished_files(run_dir):
             self.progress.finished(ran=False)
             return run_dir
         if run_dir.exists():  # an interrupted attempt: its files are incomplete
@@ -166,7 +166,7 @@ class Harness:
         failed, the seed, the methods run, and each step's run, configuration digest and
         commit."""
         runs, failed = self.seed_steps(seed, scenario, methods)
-        summary = json.loads((runs["evaluate"] / "metrics.json").read_text())
+        summary = json.loads((runs["evaluate"] / METRICS_NAME).read_text())
         summary["failed"] = failed
         summary["seed"] = seed
         # The methods of this run, in its order: its evaluation listed them (less the failed).

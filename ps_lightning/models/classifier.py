@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import random
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from ps_lightning.models.lenet import LeNet5Net
 from ps_lightning.models.resnet_cifar import CifarResNetNet
 from ps_lightning.models.resnet_torchvision import resnet18_net, resnet50_net
 from ps_lightning.models.vgg import VGG16Net
+from ps_lightning.run_folder import RESULT_CHECKPOINT
 from ps_lightning.splits import EVAL_SPLITS
 from ps_lightning.timing import RunTimer
 
@@ -34,7 +36,7 @@ CHECKPOINT_FORMAT = 1
 # it records among the hyperparameters (`LightningModule.load_from_checkpoint` reads them).
 LIGHTNING_INSTANTIATOR = "lightning.pytorch.cli.instantiate_module"
 # The one checkpoint later steps read: written once, atomically, when fit has finished.
-FINAL_CHECKPOINT = "model.ckpt"
+FINAL_CHECKPOINT = RESULT_CHECKPOINT.name
 # The resumable snapshot of an unfinished run, rewritten after every epoch (`--ckpt_path last`).
 LAST_CHECKPOINT = "last"
 
@@ -147,7 +149,8 @@ class ImageClassifier(L.LightningModule):
         """Lightning's own call for every ps-lightning classifier checkpoint: original,
         retrained or unlearned. On this base class it builds the architecture the checkpoint
         names (`ImageClassifier.load_from_checkpoint(path)` gives a `LeNet5` for a LeNet5); on
-        an architecture it refuses another one's checkpoint. Loads with ``weights_only=True``
+        an architecture it refuses another one's checkpoint, and any with NaN or infinite
+        weights. Loads with ``weights_only=True``
         unless told otherwise; the other arguments are Lightning's."""
         checkpoint = safe_torch_load(checkpoint_path)
         record = checkpoint.get("ps_lightning") if isinstance(checkpoint, dict) else None
@@ -163,6 +166,8 @@ class ImageClassifier(L.LightningModule):
                 f"'{checkpoint_path}' holds a {name}, not a {cls.__name__}: load it with "
                 f"{name}.load_from_checkpoint or ImageClassifier.load_from_checkpoint."
             )
+        # As `load_classifier` does: a diverged or damaged model would only output NaN.
+        refuse_non_finite(checkpoint.get("state_dict") or {}, f"'{checkpoint_path}'")
         load = L.LightningModule.load_from_checkpoint.__func__  # Lightning's, for `architecture`
         return load(
             architecture,
@@ -175,6 +180,14 @@ class ImageClassifier(L.LightningModule):
         )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The random state that orders and augments the next epoch's batches: a resumed run
+        # draws what the uninterrupted one would have (Lightning keeps only the weights and
+        # optimiser), so it finishes with the same model.
+        checkpoint["random_state"] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+            "python": random.getstate(),
+        }
         # `LightningModule.load_from_checkpoint` rebuilds this class also when no LightningCLI
         # built it (Lightning records the class path only then).
         checkpoint["hyper_parameters"] = lightning_hyperparameters(
@@ -189,6 +202,16 @@ class ImageClassifier(L.LightningModule):
             complete=getattr(self, "_writing_final", False),
         )
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Only when a fit resumes: loading a model elsewhere leaves the caller's random state.
+        state = checkpoint.get("random_state")
+        if state is None or self._trainer is None or self.trainer.state.fn != "fit":
+            return
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        random.setstate(state["python"])
+
     def on_fit_end(self) -> None:
         # Reached only when fit ran to its end (an interrupt or a crash skips it), so a
         # `model.ckpt` always holds a finished model: written under a temporary name by every
@@ -202,6 +225,9 @@ class ImageClassifier(L.LightningModule):
         self._writing_final = True
         try:
             trainer.save_checkpoint(partial)
+        except BaseException:
+            partial.unlink(missing_ok=True)  # a torn file of a failed write is never left
+            raise
         finally:
             self._writing_final = False
         if trainer.is_global_zero:
@@ -334,6 +360,16 @@ def non_finite_tensors(state_dict: dict[str, Any]) -> list[str]:
     ]
 
 
+def refuse_non_finite(state_dict: dict[str, Any], source: str) -> None:
+    """Refuse weights holding NaN or ±inf (``source`` names the file in the message)."""
+    not_finite = non_finite_tensors(state_dict)
+    if not_finite:
+        raise ValueError(
+            f"{source} holds NaN or infinite values in {not_finite[:5]}: the model diverged or "
+            "the file was damaged. Train it again (e.g. with a lower learning rate)."
+        )
+
+
 def load_classifier(path: str) -> tuple[ImageClassifier, dict[str, Any]]:
     """Rebuild a classifier from a ps-lightning checkpoint, safely (no unpickling).
 
@@ -362,12 +398,7 @@ def load_classifier(path: str) -> tuple[ImageClassifier, dict[str, Any]]:
     state_dict = checkpoint.get("state_dict")
     if not isinstance(state_dict, dict):
         raise ValueError(f"'{path}' holds no state_dict: it is not a ps-lightning checkpoint.")
-    not_finite = non_finite_tensors(state_dict)
-    if not_finite:
-        raise ValueError(
-            f"'{path}' holds NaN or infinite values in {not_finite[:5]}: the model diverged or "
-            "the file was damaged. Train it again (e.g. with a lower learning rate)."
-        )
+    refuse_non_finite(state_dict, f"'{path}'")
     accepted = inspect.signature(cls).parameters
     # LightningCLI records the hyperparameters of the module it is building in a context
     # variable that every module built inside it would take as its own; shield this one.

@@ -74,6 +74,17 @@ class ClassifierRecord:
                 f"not on this data ('{datamodule.dataset_name}', fingerprint "
                 f"{datamodule.train_fingerprint}). Use a checkpoint of the same training set."
             )
+        if (
+            self.unlearning is not None
+            and self.forget_indices != datamodule.forget_indices.tolist()
+        ):
+            # An unlearned model scored on another request would pass for a result of this one.
+            removed = len(self.forget_indices or [])
+            raise ValueError(
+                f"'{self.path}' is the result of another request (it removed {removed} samples; "
+                f"this one forgets {len(datamodule.forget_indices)}, not the same ones): score it "
+                "on its own split, --data.init_args.split_manifest <its run folder>/split.json."
+            )
         if train_on is None:
             return
         same_split = (
@@ -84,3 +95,15 @@ class ClassifierRecord:
                 f"'{self.path}' was trained with train_on={self.train_on!r}: "
                 f"{TRAIN_ON_PURPOSE[train_on]}"
             )
+
+    def check_request(self, datamodule: UnlearningDataModule) -> None:
+        """Refuse an unlearned model made for another request than ``datamodule``'s: scored on
+        this one, it would pass for this request's result."""
+        if self.unlearning is None or self.forget_indices == datamodule.forget_indices.tolist():
+            return
+        removed = len(self.forget_indices or [])
+        raise ValueError(
+            f"'{self.path}' is the result of another request (it removed {removed} samples; this "
+            f"one forgets {len(datamodule.forget_indices)}, not the same ones): score it on its "
+            "own split, --data.init_args.split_manifest <its run folder>/split.json."
+        )

@@ -122,7 +122,11 @@ class LedgerState:
         self.tensors = {name: tensor.detach().cpu() for name, tensor in tensors.items()}
         self.changed = True
 
-    def record_request(self, ids: Sequence[int], method: str, result_checkpoint: str) -> None:
+    def record_request(
+        self, ids: Sequence[int], method: str, result_checkpoint: str | None
+    ) -> None:
+        """Record a cumulative request; ``result_checkpoint``: where its result was saved
+        (``None``: kept in memory alone, by the Python API without ``save_to``)."""
         ids = sorted(int(i) for i in ids)
         already = set(self.removed_indices)
         self.requests.append(

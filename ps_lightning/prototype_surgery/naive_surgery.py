@@ -27,7 +27,8 @@ from ps_lightning.prototype_surgery.closed_form import (
 )
 from ps_lightning.prototype_surgery.ledger import Ledger, LedgerState, classifier_content_hash
 from ps_lightning.prototype_surgery.threads import HEAD_THREADS, intra_op_threads
-from ps_lightning.unlearning.unlearning_module import RESULT_CHECKPOINT, UnlearningModule
+from ps_lightning.run_folder import RESULT_CHECKPOINT
+from ps_lightning.unlearning.unlearning_module import UnlearningModule
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,8 @@ def naive_surgery(
         if ledger is not None and (index_built or cumulative):
             ledger.set_tensors(tensors)
         if ledger is not None and cumulative:
-            ledger.record_request(data.forget_indices.tolist(), method, str(result.resolve()))
+            kept = str(result.resolve()) if module.writes_result else None
+            ledger.record_request(data.forget_indices.tolist(), method, kept)
     manifest = _write_cumulative_manifest(module, removed_indices) if cumulative else None
     return SurgeryOutcome(index_built, removed_indices, rtol, rank, manifest)
 

@@ -30,9 +30,9 @@ from ps_lightning.models.classifier import (
     non_finite_tensors,
 )
 from ps_lightning.models.record import ClassifierRecord
+from ps_lightning.run_folder import RESULT_CHECKPOINT
 from ps_lightning.timing import RunTimer
 
-RESULT_CHECKPOINT = Path("checkpoints") / "model.ckpt"
 # The splits that do not depend on the forget request; the others are rows of "train".
 REQUEST_FREE_SPLITS = ("train", "test", "calibration")
 
@@ -91,6 +91,9 @@ class UnlearningModule(L.LightningModule):
         self.original_record.check_shape(num_classes, in_channels)
         self.model: ImageClassifier = model
         self.model.requires_grad_(False)
+        # False for a result kept in memory alone (the Python API without save_to): nothing is
+        # written, and the ledger records no result file.
+        self.writes_result = True
 
     # ------------------------------------------------------------------ checks
     def check_data(self, datamodule: UnlearningDataModule) -> None:
@@ -258,5 +261,5 @@ class UnlearningModule(L.LightningModule):
                 "epochs of this method."
             )
         log_dir = self.trainer.log_dir
-        if self.trainer.is_global_zero and log_dir:
+        if self.writes_result and self.trainer.is_global_zero and log_dir:
             atomic_torch_save(Path(log_dir) / RESULT_CHECKPOINT, self.result_checkpoint())
