@@ -9,12 +9,14 @@ from ps_lightning.data.datasets import (
     MNISTDataModule,
     TinyImageNetDataModule,
 )
+from ps_lightning.data.image_folder import ImageFolderDataModule
 
 __all__ = [
     "CIFAR10DataModule",
     "CIFAR100DataModule",
     "DigitsDataModule",
     "FashionMNISTDataModule",
+    "ImageFolderDataModule",
     "MNISTDataModule",
     "TinyImageNetDataModule",
     "UnlearningDataModule",

