@@ -9,7 +9,7 @@ dataset has a config for every registered method.
 from __future__ import annotations
 
 import contextlib
-import importlib
+import inspect
 import io
 import json
 from pathlib import Path
@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
+from ps_lightning.data.datamodule import UnlearningDataModule
+from ps_lightning.data.requests import request_record
 from ps_lightning.harness.methods import METHOD_CONFIGS
 from ps_lightning.steps import cli_main, resolved_config
 
@@ -62,11 +64,21 @@ def printed_config(config: Path) -> dict:
 
 
 def request_of(data: dict[str, Any]) -> dict[str, Any]:
-    """The request record a data block's datamodule checks manifests against."""
-    module, _, name = data["class_path"].rpartition(".")
-    datamodule = getattr(importlib.import_module(module), name)
-    # Without a manifest, and without reading files where the config downloads them.
-    return datamodule(**{**data["init_args"], "split_manifest": None}).request
+    """The request record a data block's datamodule checks manifests against (from its
+    settings and the base class's defaults: no dataset is read)."""
+    defaults = {
+        name: parameter.default
+        for name, parameter in inspect.signature(UnlearningDataModule.__init__).parameters.items()
+    }
+    given = {**defaults, **data["init_args"]}
+    forget_classes = [1] if given["forget_classes"] is None else given["forget_classes"]
+    return request_record(
+        given["forget"],
+        forget_classes,
+        given["forget_ratio"],
+        given["seed"],
+        given["forget_indices_file"],
+    )
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[f"{p.parent.name}/{p.stem}" for p in CONFIGS])
