@@ -34,7 +34,7 @@ from unlearning_fixtures import (
 
 from ps_lightning.cli import main
 from ps_lightning.files import atomic_torch_save, atomic_write_json
-from ps_lightning.models.classifier import ImageClassifier, LeNet5, load_classifier
+from ps_lightning.models import ImageClassifier, LeNet5, load_classifier
 from ps_lightning.prototype_surgery.ledger import Ledger, record_path
 from ps_lightning.steps import run_step
 

@@ -10,7 +10,8 @@ import torch
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters_context
 
-from ps_lightning.models.classifier import LeNet5, classifier_record, load_classifier
+from ps_lightning.models import LeNet5
+from ps_lightning.models.classifier import classifier_record, load_classifier
 from ps_lightning.steps import PSLightningCLI
 
 

@@ -31,7 +31,8 @@ from unlearning_fixtures import (
 
 from ps_lightning.data import DigitsDataModule
 from ps_lightning.data.manifest import write_manifest
-from ps_lightning.models.classifier import LeNet5, classifier_record, load_classifier
+from ps_lightning.models import LeNet5
+from ps_lightning.models.classifier import classifier_record, load_classifier
 from ps_lightning.prototype_surgery import PSUnlearnModule
 from ps_lightning.prototype_surgery import threads as ps_threads
 from ps_lightning.prototype_surgery.closed_form import (
@@ -160,7 +161,7 @@ def test_result_checkpoint_loads_safely_as_a_classifier(
     # Lightning's own loader reads the class path and instantiator beside them.
     assert raw["hyper_parameters"] == {
         **original_record["init_args"],
-        "_class_path": "ps_lightning.models.classifier.LeNet5",
+        "_class_path": "ps_lightning.models.zoo.LeNet5",
         "_instantiator": "lightning.pytorch.cli.instantiate_module",
     }
     assert record["data"]["train_on"] == "unlearned"

@@ -1,16 +1,15 @@
 """Backbones as LightningModules on one shared classifier base, and a registry of them."""
 
-from ps_lightning.models.classifier import (
-    ARCHITECTURES,
+from ps_lightning.models.classifier import ARCHITECTURES, ImageClassifier, load_classifier
+from ps_lightning.models.torchvision_classifier import TorchvisionClassifier
+from ps_lightning.models.zoo import (
     VGG16,
     CifarResNet,
-    ImageClassifier,
     LeNet5,
     ResNet18,
     ResNet20,
     ResNet50,
     ResNet56,
-    load_classifier,
 )
 
 __all__ = [
@@ -23,5 +22,6 @@ __all__ = [
     "ResNet20",
     "ResNet50",
     "ResNet56",
+    "TorchvisionClassifier",
     "load_classifier",
 ]

@@ -23,10 +23,6 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from ps_lightning.files import safe_torch_load
-from ps_lightning.models.lenet import LeNet5Net
-from ps_lightning.models.resnet_cifar import CifarResNetNet
-from ps_lightning.models.resnet_torchvision import resnet18_net, resnet50_net
-from ps_lightning.models.vgg import VGG16Net
 from ps_lightning.run_folder import RESULT_CHECKPOINT
 from ps_lightning.splits import EVAL_SPLITS
 from ps_lightning.timing import RunTimer
@@ -39,6 +35,11 @@ LIGHTNING_INSTANTIATOR = "lightning.pytorch.cli.instantiate_module"
 FINAL_CHECKPOINT = RESULT_CHECKPOINT.name
 # The resumable snapshot of an unfinished run, rewritten after every epoch (`--ckpt_path last`).
 LAST_CHECKPOINT = "last"
+
+
+# Every classifier class by name, filled as each is defined (`ImageClassifier.__init_subclass__`):
+# a checkpoint names its architecture, and `load_classifier` rebuilds it from here alone.
+ARCHITECTURES: dict[str, type[ImageClassifier]] = {}
 
 
 class ImageClassifier(L.LightningModule):
@@ -65,6 +66,10 @@ class ImageClassifier(L.LightningModule):
             {split: MulticlassAccuracy(num_classes, average="micro") for split in EVAL_SPLITS}
         )
         self.class_accuracy = MulticlassAccuracy(num_classes, average=None)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        ARCHITECTURES[cls.__name__] = cls
 
     def build_network(self) -> nn.Module:
         raise NotImplementedError
@@ -257,96 +262,6 @@ def classifier_record(
         "data": data,
         "complete": complete,
     }
-
-
-class LeNet5(ImageClassifier):
-    """LeNet5 for 32×32 inputs (MNIST, digits): 64-d features."""
-
-    def __init__(
-        self, num_classes: int = 10, in_channels: int = 1, label_smoothing: float = 0.0
-    ) -> None:
-        super().__init__(num_classes, in_channels, label_smoothing)
-
-    def build_network(self) -> nn.Module:
-        return LeNet5Net(self.hparams.num_classes, self.hparams.in_channels)
-
-
-class CifarResNet(ImageClassifier):
-    """CIFAR ResNet (depth 6n+2, option-A shortcuts): 64-d features."""
-
-    def __init__(
-        self,
-        depth: int = 20,
-        num_classes: int = 10,
-        in_channels: int = 3,
-        label_smoothing: float = 0.0,
-    ) -> None:
-        self._depth = depth
-        super().__init__(num_classes, in_channels, label_smoothing)
-
-    def build_network(self) -> nn.Module:
-        return CifarResNetNet(self._depth, self.hparams.num_classes, self.hparams.in_channels)
-
-
-class ResNet20(CifarResNet):
-    """The paper's CIFAR-10 network."""
-
-    def __init__(
-        self, num_classes: int = 10, in_channels: int = 3, label_smoothing: float = 0.0
-    ) -> None:
-        super().__init__(20, num_classes, in_channels, label_smoothing)
-
-
-class ResNet56(CifarResNet):
-    """The CIFAR ResNet with 9 blocks per stage: the network the paper's code called "ResNet50"."""
-
-    def __init__(
-        self, num_classes: int = 100, in_channels: int = 3, label_smoothing: float = 0.0
-    ) -> None:
-        super().__init__(56, num_classes, in_channels, label_smoothing)
-
-
-class ResNet18(ImageClassifier):
-    """torchvision's ResNet-18 with a 32×32 stem, the SalUn / l1-sparse papers' CIFAR-10
-    network: 512-d features."""
-
-    def __init__(
-        self, num_classes: int = 10, in_channels: int = 3, label_smoothing: float = 0.0
-    ) -> None:
-        super().__init__(num_classes, in_channels, label_smoothing)
-
-    def build_network(self) -> nn.Module:
-        return resnet18_net(self.hparams.num_classes, self.hparams.in_channels)
-
-
-class ResNet50(ImageClassifier):
-    """A true 50-layer bottleneck ResNet with a 32×32 stem: 2048-d features."""
-
-    def __init__(
-        self, num_classes: int = 100, in_channels: int = 3, label_smoothing: float = 0.0
-    ) -> None:
-        super().__init__(num_classes, in_channels, label_smoothing)
-
-    def build_network(self) -> nn.Module:
-        return resnet50_net(self.hparams.num_classes, self.hparams.in_channels)
-
-
-class VGG16(ImageClassifier):
-    """VGG16 with BatchNorm for 64×64 inputs (TinyImageNet): 1024-d features."""
-
-    def __init__(
-        self, num_classes: int = 200, in_channels: int = 3, label_smoothing: float = 0.0
-    ) -> None:
-        super().__init__(num_classes, in_channels, label_smoothing)
-
-    def build_network(self) -> nn.Module:
-        return VGG16Net(self.hparams.num_classes, self.hparams.in_channels)
-
-
-ARCHITECTURES: dict[str, type[ImageClassifier]] = {
-    cls.__name__: cls
-    for cls in (LeNet5, CifarResNet, ResNet20, ResNet56, ResNet18, ResNet50, VGG16)
-}
 
 
 def non_finite_tensors(state_dict: dict[str, Any]) -> list[str]:

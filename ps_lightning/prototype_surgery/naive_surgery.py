@@ -106,7 +106,7 @@ def _ledger_transaction(
 
 
 def _zero_gram(module: UnlearningModule) -> torch.Tensor:
-    dim = module.model.net.feature_dim + 1  # the augmented features [f, 1]
+    dim = module.model.prototypes.in_features + 1  # the augmented features [f, 1]
     return torch.zeros(dim, dim, dtype=torch.float64, device=module.device)
 
 

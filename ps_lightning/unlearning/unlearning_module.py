@@ -168,7 +168,7 @@ class UnlearningModule(L.LightningModule):
         feats = (
             torch.cat(features)
             if features
-            else torch.empty(0, self.model.net.feature_dim, device=self.device)
+            else torch.empty(0, self.model.prototypes.in_features, device=self.device)
         )
         labs = torch.cat(labels) if labels else torch.empty(0, dtype=torch.long, device=self.device)
         return self.head_outputs(gather_rows(self, feats), gather_rows(self, labs))
