@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import errno
 import functools
+import importlib
 import subprocess
 import sys
 import time
@@ -37,6 +38,7 @@ from ps_lightning.console import RunProgressBar, print_summary, quiet_known_nois
 from ps_lightning.data.datamodule import UnlearningDataModule
 from ps_lightning.files import atomic_write_text
 from ps_lightning.run_folder import CONFIG_NAME, check_run_name, finished_files, refuse_finished
+from ps_lightning.unlearning.unlearning_module import UnlearningModule
 
 TRAINER_DEFAULTS = {
     "logger": {
@@ -116,6 +118,23 @@ class RunFolderConfig(SaveConfigCallback):
         self.already_saved = True  # the resumed run keeps its own config.yaml
 
 
+def refuse_foreign_optimizer(model: Any, optimizer: Any, lr_scheduler: Any) -> None:
+    """An unlearning method owns its optimizer (its lr, epochs and schedule are its options):
+    LightningCLI's ``--optimizer`` / ``--lr_scheduler`` would silently replace it, so they are
+    refused for one, naming the method's own options."""
+    class_path = str(model.get("class_path") or "") if hasattr(model, "get") else ""
+    module_name, _, name = class_path.rpartition(".")
+    if not module_name or (optimizer is None and lr_scheduler is None):
+        return
+    model_class = getattr(importlib.import_module(module_name), name, None)
+    if isinstance(model_class, type) and issubclass(model_class, UnlearningModule):
+        raise ValueError(
+            f"--optimizer / --lr_scheduler: {name} owns its optimizer, which they would replace "
+            f"unrecorded; set its own options instead (--model.init_args.lr, ...; "
+            f"`--model.help {name}` lists them)."
+        )
+
+
 class PSLightningCLI(LightningCLI):
     """The command's LightningCLI: the data decide the model's class count and channels, every
     run lands in its own named folder, and bad input is refused before anything is written."""
@@ -174,6 +193,11 @@ class PSLightningCLI(LightningCLI):
         # Before the Trainer's logger makes the folder: a name that leaves <save_dir>/<dataset>/
         # is refused, not created.
         check_run_name(self._get(self.config, "run"))
+        refuse_foreign_optimizer(
+            self._get(self.config, "model"),
+            self._get(self.config, "optimizer"),
+            self._get(self.config, "lr_scheduler"),
+        )
 
     def before_fit(self) -> None:
         self._refuse_bad_input()

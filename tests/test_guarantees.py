@@ -442,6 +442,31 @@ def test_a_folder_it_may_not_write_is_one_line_wherever_the_write_was(
     assert len(message.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--optimizer", "SGD", "--optimizer.lr", "5.0"],
+        ["--lr_scheduler", "StepLR", "--lr_scheduler.step_size", "1"],
+    ],
+    ids=["optimizer", "lr_scheduler"],
+)
+def test_lightnings_optimizer_flags_are_refused_for_a_method_that_owns_its_optimizer(
+    original: Original, tmp_path: Path, capsys: pytest.CaptureFixture, flags: list[str]
+) -> None:
+    runs = tmp_path / "runs"
+    message = cli_error(
+        capsys,
+        "fit", "--config", str(CONFIGS / "ps.yaml"), "--run", "ps",
+        "--trainer.logger.init_args.save_dir", str(runs),
+        "--model.init_args.original_ckpt", str(original.ckpt),
+        "--data.init_args.split_manifest", str(original.manifest), *flags,
+    )  # fmt: skip
+    assert message.startswith(
+        "ps-lightning: error: --optimizer / --lr_scheduler: PSUnlearnModule owns its optimizer"
+    )
+    assert nothing_written(runs)
+
+
 def test_the_cli_shows_the_ledgers_message_not_the_innermost_error(
     original: Original, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
