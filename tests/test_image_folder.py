@@ -45,6 +45,25 @@ def write_folder(
     return root
 
 
+def train_on_folder(folder: Path, runs: Path, run: str, epochs: int, *args: str) -> Path:
+    """``ps-lightning fit`` of digits' original.yaml on the image folder ``folder`` (dataset
+    name "shapes") for ``epochs``; returns the result checkpoint."""
+    run_cli(
+        "fit",
+        "original.yaml",
+        runs,
+        run,
+        "--data.class_path", "ps_lightning.data.ImageFolderDataModule",
+        "--data.init_args.data_dir", str(folder),
+        "--data.init_args.name", "shapes",
+        "--data.init_args.batch_size", "8",
+        "--trainer.max_epochs", str(epochs),
+        "--lr_scheduler.init_args.T_max", str(epochs),
+        *args,
+    )  # fmt: skip
+    return runs / "shapes" / run / "checkpoints" / "model.ckpt"
+
+
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
     return write_folder(tmp_path / "shapes", ["circle", "square", "star"], {"train": 6, "test": 2})
@@ -153,21 +172,9 @@ def test_the_datamodule_takes_classes_channels_and_statistics_from_the_folder(
 
 
 def test_the_cli_trains_a_model_on_an_image_folder(folder: Path, tmp_path: Path) -> None:
-    run_cli(
-        "fit",
-        "original.yaml",
-        tmp_path / "runs",
-        "folder",
-        "--data.class_path", "ps_lightning.data.ImageFolderDataModule",
-        "--data.init_args.data_dir", str(folder),
-        "--data.init_args.name", "shapes",
-        "--data.init_args.channels", "1",
-        "--data.init_args.batch_size", "8",
-        "--trainer.max_epochs", "1",
-        "--lr_scheduler.init_args.T_max", "1",
-    )  # fmt: skip
-
-    result = tmp_path / "runs" / "shapes" / "folder" / "checkpoints" / "model.ckpt"
+    result = train_on_folder(
+        folder, tmp_path / "runs", "folder", 1, "--data.init_args.channels", "1"
+    )
     model, record = load_classifier(str(result))
     assert record["data"]["split_manifest"]["dataset"] == "shapes"
     assert model.hparams.num_classes == 3 and model.hparams.in_channels == 1

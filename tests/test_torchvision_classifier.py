@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_image_folder import write_folder
+from test_image_folder import train_on_folder, write_folder
 from torchvision.models import get_model
-from unlearning_fixtures import run_cli
 
 from ps_lightning import Unlearner
 from ps_lightning.data import ImageFolderDataModule
@@ -66,21 +65,10 @@ def test_a_mobilenet_trains_by_the_cli_and_forgets_with_naive_ps_and_ps(tmp_path
     folder = write_folder(
         tmp_path / "shapes", ["circle", "square", "star"], {"train": 8, "test": 3}, ".jpg", "RGB"
     )
-    run_cli(
-        "fit",
-        "original.yaml",
-        tmp_path / "runs",
-        "mobilenet",
-        "--model", "TorchvisionClassifier",
-        "--model.network", "mobilenet_v3_small",
-        "--data.class_path", "ps_lightning.data.ImageFolderDataModule",
-        "--data.init_args.data_dir", str(folder),
-        "--data.init_args.name", "shapes",
-        "--data.init_args.batch_size", "8",
-        "--trainer.max_epochs", "2",
-        "--lr_scheduler.init_args.T_max", "2",
+    checkpoint = train_on_folder(
+        folder, tmp_path / "runs", "mobilenet", 2,
+        "--model", "TorchvisionClassifier", "--model.network", "mobilenet_v3_small",
     )  # fmt: skip
-    checkpoint = tmp_path / "runs" / "shapes" / "mobilenet" / "checkpoints" / "model.ckpt"
     model, record = load_classifier(str(checkpoint))
     assert isinstance(model, TorchvisionClassifier) and record["init_args"]["network"] == (
         "mobilenet_v3_small"
