@@ -16,6 +16,12 @@ import torch
 # errno values that mean "the device cannot take this file" (EFBIG: a file-size limit).
 OUT_OF_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
+# The errors of this machine's disk rather than of the program or the network: a full device,
+# a file-size limit, a quota, a file or folder without permission, a read-only mount.
+MACHINE_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
+)
+
 
 def _umask() -> int:
     mask = os.umask(0)

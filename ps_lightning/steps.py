@@ -36,7 +36,7 @@ import ps_lightning.prototype_surgery.ps_module
 import ps_lightning.unlearning  # noqa: F401
 from ps_lightning.console import RunProgressBar, print_summary, quiet_known_noise
 from ps_lightning.data.datamodule import UnlearningDataModule
-from ps_lightning.files import atomic_write_text
+from ps_lightning.files import MACHINE_ERRNOS, atomic_write_text
 from ps_lightning.run_folder import CONFIG_NAME, check_run_name, finished_files, refuse_finished
 from ps_lightning.unlearning.unlearning_module import UnlearningModule
 
@@ -276,11 +276,6 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> PSLightningCLI:
     return cli
 
 
-# The errors of writing on this machine (a full device, a file-size limit, a quota, a folder
-# without write permission or a read-only mount), told in one line wherever they arise.
-WRITE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
-
-
 class StepFailed(RuntimeError):
     """A step failed: run as a child process, the message is the last line it wrote to stderr
     (the benchmark harness records the failure of a method's step and goes on)."""
@@ -337,14 +332,19 @@ def _user_error(error: BaseException) -> BaseException | None:
         if isinstance(e, (ValueError, OSError, FloatingPointError)) and _raised_by_project(e)
     ]
     # A full disk or a folder it may not write is this machine's state, wherever the write was.
-    machine = [e for e in seen if isinstance(e, OSError) and e.errno in WRITE_ERRNOS]
+    machine = [e for e in seen if isinstance(e, OSError) and e.errno in MACHINE_ERRNOS]
     if not ours and machine:
         error = machine[0]
+        where = f"'{error.filename}'" if error.filename else "a file of the run"
+        if error.errno in (errno.EACCES, errno.EPERM):  # on a read as on a write
+            return OSError(
+                f"permission denied on {where}: make it readable and writable for this user, "
+                "or pass another --trainer.logger.init_args.save_dir (or data_dir)."
+            )
         return OSError(
-            f"could not write '{error.filename or 'a file of the run'}': {error.strerror}. Free "
-            "space or make the folder writable (or pass another "
-            "--trainer.logger.init_args.save_dir), then run again; an interrupted training "
-            "resumes with --ckpt_path last."
+            f"could not write {where}: {error.strerror}. Free space or make the folder "
+            "writable (or pass another --trainer.logger.init_args.save_dir), then run again; "
+            "an interrupted training resumes with --ckpt_path last."
         )
     return ours[0] if ours else None
 

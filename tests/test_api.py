@@ -163,10 +163,19 @@ def test_the_ledger_names_a_result_file_only_where_one_was_saved(
     assert [r["result_checkpoint"] for r in requests] == [None, str(saved.checkpoint.resolve())]
 
 
-def test_integer_arrays_and_tensors_are_ids(unlearner: Unlearner) -> None:
-    for ids in (torch.tensor([42, 3, 17]), np.array([42, 3, 17]), (3, np.int64(17), 42)):
+def test_integer_arrays_tensors_ranges_sets_and_generators_are_ids(unlearner: Unlearner) -> None:
+    for ids in (
+        torch.tensor([42, 3, 17]),
+        np.array([42, 3, 17]),
+        (3, np.int64(17), 42),
+        {42, 17, 3},
+        (i for i in (17, 3, 42)),
+    ):
         request = unlearner._request_data(ids, None, None, None)
         assert request.forget_indices.tolist() == [3, 17, 42]
+    assert unlearner._request_data(range(40, 43), None, None, None).forget_indices.tolist() == [
+        40, 41, 42,
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize("holds", ["checkpoints/model.ckpt", "metrics.json", "config.yaml"])

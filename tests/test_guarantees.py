@@ -239,6 +239,7 @@ def test_a_cumulative_request_killed_after_the_ledger_commit_resumes_to_its_resu
     torch.testing.assert_close(fc_weight(result), finished, rtol=0, atol=1e-6)
     record = json.loads(record_path(ckpt).read_text())
     assert record["removed_indices"] == [0, 5, 9, 17, 30]
+    assert len(record["requests"]) == 1  # one request, recorded once
 
 
 # --------------------------------------------------------------------------- nothing overwritten
@@ -437,8 +438,8 @@ def test_a_folder_it_may_not_write_is_one_line_wherever_the_write_was(
         "fit", "--config", str(CONFIGS / "original.yaml"), "--run", "ro",
         "--trainer.logger.init_args.save_dir", str(runs), *QUIET, *SHORT_EPOCHS,
     )  # fmt: skip
-    assert message.startswith(f"ps-lightning: error: could not write '{runs}"), message
-    assert "': Permission denied. Free space or make the folder writable" in message
+    assert message.startswith(f"ps-lightning: error: permission denied on '{runs}"), message
+    assert "': make it readable and writable for this user" in message
     assert len(message.strip().splitlines()) == 1
 
 

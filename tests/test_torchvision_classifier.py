@@ -54,6 +54,16 @@ def test_split_network_gives_the_networks_logits_from_its_features(name: str) ->
     assert not any(m is split.fc for m in split.body.modules())  # the head left the body
 
 
+def test_a_head_without_a_bias_gets_a_zero_one_and_the_same_logits() -> None:
+    torch.manual_seed(0)
+    network = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 4, bias=False)).eval()
+    reference = copy.deepcopy(network)
+    split = HeadSplitNet(network, find_head(network, 4))
+    images = torch.randn(2, 3, 2, 2)
+    assert split.fc.bias is not None and not split.fc.bias.any()
+    torch.testing.assert_close(split(images), reference(images))
+
+
 def test_an_unknown_name_or_grey_images_are_refused_naming_the_fix() -> None:
     with pytest.raises(ValueError, match="network='resnet7' is not a classification network"):
         TorchvisionClassifier("resnet7", num_classes=3)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Literal
@@ -122,7 +123,15 @@ def load_image_folder(root: str | Path, channels: int = 3, image_size: int | Non
             "test_images": test_images,
             "test_labels": test_labels,
         }
-        atomic_write(cache, lambda handle: np.savez(handle, **arrays))
+        try:
+            atomic_write(cache, lambda handle: np.savez(handle, **arrays))
+        except OSError as error:
+            # A shared, read-only dataset folder: the images load all the same, decoded anew.
+            warnings.warn(
+                f"could not cache the decoded images as '{cache}' ({error.strerror}); they "
+                "will be decoded again on the next load.",
+                stacklevel=2,
+            )
     tensors = {key: torch.from_numpy(value) for key, value in arrays.items()}
     return Source(
         tensors["train_images"],

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -81,12 +82,14 @@ def request_record(
 
 def sample_ids(values: object, source: str) -> list[int]:
     """Training-sample ids as plain ints, the one check the command's ids file and the Python
-    API share: a list (or tuple, or integer array or tensor) of integers; a bool, a float (even
+    API share: integers in a list, tuple, range, set, integer array or tensor; a bool, a float (even
     3.0), a string (even "42") is refused with its position, never rounded or split. Range and
     duplicates are `check_indices`'s."""
     if hasattr(values, "tolist") and not isinstance(values, (str, bytes)):
         values = values.tolist()  # a tensor or an array: its elements as Python numbers
-    if not isinstance(values, (list, tuple)):
+    if isinstance(values, Iterable) and not isinstance(values, (str, bytes, Mapping)):
+        values = list(values)  # a range, a set, a generator
+    if not isinstance(values, list):
         raise ValueError(
             f"{source}: expected a list of integer sample ids like [3, 17, 42], got "
             f"{type(values).__name__} {values!r}."

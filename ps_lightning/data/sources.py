@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from ps_lightning.console import progress
-from ps_lightning.files import atomic_write
+from ps_lightning.files import MACHINE_ERRNOS, atomic_write
 
 Files = list[tuple[Path, int]]  # (image file, label)
 
@@ -87,6 +87,8 @@ def _downloading(what: str, data_dir: str) -> Iterator[None]:
     try:
         yield
     except (OSError, RuntimeError) as error:  # urllib's URLError is an OSError
+        if isinstance(error, OSError) and error.errno in MACHINE_ERRNOS:
+            raise  # a full disk or a folder it may not write: this machine, not the network
         if not existed and created.is_dir():
             for folder in sorted(created.rglob("*"), reverse=True):
                 if folder.is_dir() and not any(folder.iterdir()):
@@ -264,8 +266,11 @@ def decode_images(
 ) -> tuple[np.ndarray, np.ndarray]:
     """uint8 N×C×H×W images and int64 labels of ``files``, converted to ``mode``; resized
     (bilinear) to ``size``×``size`` if given, else every image must have the first one's size."""
-    with Image.open(files[0][0]) as first:
-        width, height = (size, size) if size else first.size
+    try:
+        with Image.open(files[0][0]) as first:
+            width, height = (size, size) if size else first.size
+    except OSError as error:
+        raise ValueError(f"'{files[0][0]}' is not an image Pillow can read ({error}).") from None
     channels = 1 if mode == "L" else 3
     images = np.empty((len(files), channels, height, width), dtype=np.uint8)
 

@@ -59,4 +59,6 @@ def _note(name: str, result: dict[str, Any]) -> str | None:
     record = result.get("unlearning") or {}
     if not record.get("ps_kept_start_state"):
         return None
-    return f"{name}: PS's early stop {record.get('early_stop_outcome')}."
+    # A record written before it carried its sentence says only the flag.
+    outcome = record.get("early_stop_outcome") or "kept the starting head (ps_kept_start_state)"
+    return f"{name}: PS's early stop {outcome}."

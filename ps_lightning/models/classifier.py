@@ -214,7 +214,9 @@ class ImageClassifier(L.LightningModule):
             return
         torch.set_rng_state(state["torch"])
         if state["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda"])
+            # Resumed on fewer devices than saved: each present device gets its own state back.
+            for device, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+                torch.cuda.set_rng_state(cuda_state, device)
         random.setstate(state["python"])
 
     def on_fit_end(self) -> None:

@@ -74,17 +74,6 @@ class ClassifierRecord:
                 f"not on this data ('{datamodule.dataset_name}', fingerprint "
                 f"{datamodule.train_fingerprint}). Use a checkpoint of the same training set."
             )
-        if (
-            self.unlearning is not None
-            and self.forget_indices != datamodule.forget_indices.tolist()
-        ):
-            # An unlearned model scored on another request would pass for a result of this one.
-            removed = len(self.forget_indices or [])
-            raise ValueError(
-                f"'{self.path}' is the result of another request (it removed {removed} samples; "
-                f"this one forgets {len(datamodule.forget_indices)}, not the same ones): score it "
-                "on its own split, --data.init_args.split_manifest <its run folder>/split.json."
-            )
         if train_on is None:
             return
         same_split = (

@@ -50,12 +50,27 @@ class HeadSplitNet(nn.Module):
         super().__init__()
         parent_name, _, attribute = head.rpartition(".")
         parent = network.get_submodule(parent_name) if parent_name else network
-        self.fc: nn.Linear = getattr(parent, attribute)
+        layer: nn.Linear = getattr(parent, attribute)
+        if layer.bias is None:
+            # (MaxViT's head has none.) PS and its surgery operate on [W, b]: a zero bias gives
+            # the same logits, and lets them.
+            with_bias = nn.Linear(layer.in_features, layer.out_features)
+            with_bias.weight.data.copy_(layer.weight.data)
+            with_bias.bias.data.zero_()
+            layer = with_bias
+        self.fc = layer
         setattr(parent, attribute, nn.Identity())
         self.body = network
 
     def forward_features(self, x: Tensor) -> Tensor:
-        return self.body(x).flatten(1)
+        features = self.body(x)
+        if not isinstance(features, Tensor):
+            raise ValueError(
+                f"{type(self.body).__name__} returns {type(features).__name__}, not a tensor (an "
+                "auxiliary head in training?): build it without, e.g. --model.options "
+                "'{aux_logits: false, init_weights: true}'."
+            )
+        return features.flatten(1)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc(self.forward_features(x))

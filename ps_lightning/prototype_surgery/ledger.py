@@ -128,6 +128,12 @@ class LedgerState:
         """Record a cumulative request; ``result_checkpoint``: where its result was saved
         (``None``: kept in memory alone, by the Python API without ``save_to``)."""
         ids = sorted(int(i) for i in ids)
+        digest = ids_sha256(ids)
+        if result_checkpoint is not None and any(
+            r["ids_sha256"] == digest and r["result_checkpoint"] == result_checkpoint
+            for r in self.requests
+        ):
+            return  # the same run resumed after its commit (its result was not yet saved)
         already = set(self.removed_indices)
         self.requests.append(
             {
@@ -135,7 +141,7 @@ class LedgerState:
                 "method": method,
                 "result_checkpoint": result_checkpoint,
                 "ids": ids,
-                "ids_sha256": ids_sha256(ids),
+                "ids_sha256": digest,
                 "newly_removed": len([i for i in ids if i not in already]),
             }
         )
