@@ -353,7 +353,8 @@ def test_a_disk_that_fills_during_training_is_one_line_and_leaves_no_torn_file(
 
     assert finished.returncode == 2, finished.stderr
     last = finished.stderr.strip().splitlines()[-1]
-    assert last.startswith("ps-lightning: error: could not write '"), finished.stderr
+    # Named where the error names it (Lightning's checkpoint writer raises without a name).
+    assert last.startswith("ps-lightning: error: could not write "), finished.stderr
     assert "File too large. Free space or make the folder writable" in last
     leftovers = [p.name for p in runs.rglob("*") if p.name.endswith((".tmp", ".partial"))]
     assert leftovers == []
