@@ -135,6 +135,9 @@ def test_images_are_decoded_once_and_a_changed_image_is_decoded_again(
     image_of(250).save(folder / "train" / "circle" / "0000.png")  # another image, same name
     decoded = load_image_folder(folder, channels=1)
     assert not torch.equal(decoded.train_images[0], first.train_images[0])
+    # The stale cache of these settings is gone; one of other settings stays.
+    assert len(list(folder.glob(".ps_lightning-*.npz"))) == 1
+    load_image_folder(folder, channels=3)
     assert len(list(folder.glob(".ps_lightning-*.npz"))) == 2
 
 

