@@ -38,7 +38,7 @@ from ps_lightning.data.requests import (
 from ps_lightning.metrics import MemberPick, split_metrics
 from ps_lightning.models.classifier import ImageClassifier
 from ps_lightning.prototype_surgery.ps_module import PSUnlearnModule, SurgeryMethod
-from ps_lightning.run_folder import CONFIG_NAME, RESULT_CHECKPOINT, refuse_finished
+from ps_lightning.run_folder import CONFIG_NAME, RESULT_CHECKPOINT, finished_run_error
 from ps_lightning.splits import EVAL_SPLITS
 from ps_lightning.unlearning.unlearning_module import FeatureStore
 
@@ -220,7 +220,9 @@ def _refuse_taken(save_to: Path) -> None:
     """``save_to`` must not hold a run already: a finished one (the command's, the harness's or
     an earlier ``save_to``) or one the command started (its config.yaml)."""
     fix = "pass another save_to folder, or delete that one to redo it"
-    refuse_finished(save_to, fix)
+    finished = finished_run_error(save_to, fix)
+    if finished is not None:
+        raise finished
     if (save_to / CONFIG_NAME).is_file():
         raise FileExistsError(
             f"the folder '{save_to}' holds a run the command started (its {CONFIG_NAME}): {fix}."

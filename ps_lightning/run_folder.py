@@ -17,15 +17,17 @@ def finished_files(run_dir: Path) -> list[Path]:
     return [run_dir / name for name in FINISHED if (run_dir / name).exists()]
 
 
-def refuse_finished(run_dir: Path, fix: str) -> None:
-    """Raise if ``run_dir`` holds a finished run; ``fix`` says what to do instead."""
+def finished_run_error(run_dir: Path, fix: str) -> FileExistsError | None:
+    """The error for writing into ``run_dir`` when it holds a finished run (``None`` when it
+    does not); ``fix`` says what to do instead."""
     finished = finished_files(run_dir)
-    if finished:
-        names = " and ".join(str(path.relative_to(run_dir)) for path in finished)
-        raise FileExistsError(
-            f"the run folder '{run_dir}' holds a finished run (its {names}), which is never "
-            f"written over: {fix}."
-        )
+    if not finished:
+        return None
+    names = " and ".join(str(path.relative_to(run_dir)) for path in finished)
+    return FileExistsError(
+        f"the run folder '{run_dir}' holds a finished run (its {names}), which is never "
+        f"written over: {fix}."
+    )
 
 
 def check_run_name(run: object) -> str:

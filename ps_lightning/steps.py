@@ -37,7 +37,7 @@ import ps_lightning.unlearning  # noqa: F401
 from ps_lightning.console import RunProgressBar, print_summary, quiet_known_noise
 from ps_lightning.data.datamodule import UnlearningDataModule
 from ps_lightning.files import MACHINE_ERRNOS, atomic_write_text
-from ps_lightning.run_folder import CONFIG_NAME, check_run_name, finished_files, refuse_finished
+from ps_lightning.run_folder import CONFIG_NAME, check_run_name, finished_files, finished_run_error
 from ps_lightning.unlearning.unlearning_module import UnlearningModule
 
 TRAINER_DEFAULTS = {
@@ -55,12 +55,11 @@ def reused_run_folder(
     whatever wrote it) or a run's ``config_name`` already, or ``None`` when that run may go on:
     a training run resumed (``--ckpt_path``) before it finished (whether with the same settings
     is `RunFolderConfig`'s check)."""
-    try:
-        refuse_finished(
-            run_dir, "name another run with --run NAME, or delete that folder to redo it"
-        )
-    except FileExistsError as error:
-        return error
+    finished = finished_run_error(
+        run_dir, "name another run with --run NAME, or delete that folder to redo it"
+    )
+    if finished is not None:
+        return finished
     if not (run_dir / config_name).is_file() or (resuming and not testing):
         return None
     if testing:  # an evaluation has nothing to resume

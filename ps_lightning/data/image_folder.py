@@ -99,12 +99,18 @@ def _content_key(root: Path, splits: list[Files], settings: dict[str, Any]) -> s
     return digest.hexdigest()[:16]
 
 
-def load_image_folder(root: str | Path, channels: int = 3, image_size: int | None = None) -> Source:
-    """The images of an image folder (`scan_image_folder`), decoded once and cached."""
+def load_image_folder(
+    root: str | Path,
+    channels: int = 3,
+    image_size: int | None = None,
+    scanned: tuple[list[str], Files, Files] | None = None,
+) -> Source:
+    """The images of an image folder, decoded once and cached; ``scanned``: its
+    `scan_image_folder` result when the caller has it already (a listing of every file)."""
     if channels not in (1, 3):
         raise ValueError(f"channels={channels}: use 1 (greyscale) or 3 (RGB).")
     root = Path(root)
-    classes, train, test = scan_image_folder(root)
+    classes, train, test = scanned or scan_image_folder(root)
     settings = {"format": _CACHE_FORMAT, "channels": channels, "image_size": image_size}
     # The settings in the name too: a cache of other settings is another, kept; one of the same
     # settings and other files is stale, and removed once the new one is written.
@@ -210,7 +216,8 @@ class ImageFolderDataModule(UnlearningDataModule):
             if given is not None and len(given) != channels:
                 raise ValueError(f"{what}={given} has {len(given)} values for {channels} channels.")
         # The classes are known from the folder names alone; the images load in the base class.
-        self.classes, _, _ = scan_image_folder(data_dir)
+        self.scanned = scan_image_folder(data_dir)
+        self.classes = self.scanned[0]
         self.dataset_name = name
         self.num_classes = len(self.classes)
         self.in_channels = channels
@@ -220,7 +227,9 @@ class ImageFolderDataModule(UnlearningDataModule):
         super().__init__(data_dir=data_dir, **kwargs)
 
     def load_source(self) -> Source:
-        source = load_image_folder(self.hparams.data_dir, self.in_channels, self.hparams.image_size)
+        source = load_image_folder(
+            self.hparams.data_dir, self.in_channels, self.hparams.image_size, self.scanned
+        )
         mean, std = channel_statistics(source.train_images)
         given_mean, given_std = self.given_statistics
         self.mean = tuple(given_mean) if given_mean is not None else mean
