@@ -5,6 +5,11 @@
     result = unlearner.forget([3, 17, 42], method="naive")
     result.model, result.metrics
 
+A model trained elsewhere (the user's own ``nn.Module`` or ``LightningModule``, e.g. a
+torchvision or timm network) comes in through `Unlearner.from_module`; `ForgetResult.network`
+gives it back in its own form with the unlearned head, and `Unlearner.metrics` scores any model
+(e.g. one retrained without the request) on a request's splits.
+
 Each request runs `PSUnlearnModule` (Naive PS, PS or both) through a Lightning Trainer, exactly
 as `ps-lightning fit --config configs/<dataset>/ps.yaml` does, and its metrics are the
 evaluation's (`ps_lightning.metrics.split_metrics`). The `Unlearner` keeps the frozen
@@ -15,6 +20,7 @@ through the backbone.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import tempfile
 import time
@@ -25,6 +31,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from torch import nn
 
 from ps_lightning.console import quiet_known_noise
 from ps_lightning.data.datamodule import UnlearningDataModule
@@ -35,8 +42,16 @@ from ps_lightning.data.requests import (
     sample_ids,
     validate_request,
 )
+from ps_lightning.files import atomic_torch_save, safe_torch_load
 from ps_lightning.metrics import MemberPick, split_metrics
-from ps_lightning.models.classifier import ImageClassifier
+from ps_lightning.models.classifier import ImageClassifier, classifier_record
+from ps_lightning.models.initial_head import InitialHead, RecordInitialHead
+from ps_lightning.models.user_network import (
+    UserNetwork,
+    check_head_split,
+    supplying_network,
+    wrap_user_network,
+)
 from ps_lightning.prototype_surgery.ps_module import PSUnlearnModule, SurgeryMethod
 from ps_lightning.run_folder import CONFIG_NAME, RESULT_CHECKPOINT, finished_run_error
 from ps_lightning.splits import EVAL_SPLITS
@@ -62,6 +77,14 @@ class ForgetResult:
     checkpoint: Path | None
     _module: PSUnlearnModule = field(repr=False)
     _member_pick: MemberPick = field(repr=False)
+
+    @property
+    def network(self) -> nn.Module:
+        """The unlearned model in its owner's form: for `Unlearner.from_module`, a copy of the
+        user's own module with the new head in place of the old; otherwise ``model``."""
+        if isinstance(self.model, UserNetwork):
+            return self.model.net.joined().eval()
+        return self.model
 
     @functools.cached_property
     def metrics(self) -> dict[str, float | list[float | None]]:
@@ -99,6 +122,10 @@ class Unlearner:
         self.accelerator = accelerator
         self.member_pick = member_pick
         self.feature_store = FeatureStore()
+        # `from_module`: the user's live network (never rebuilt from a file) and, without a
+        # workdir, the temporary folder its checkpoint and ledger live in.
+        self.network: nn.Module | None = None
+        self._scratch: tempfile.TemporaryDirectory | None = None
 
     @classmethod
     def from_checkpoint(
@@ -120,6 +147,52 @@ class Unlearner:
         PSUnlearnModule(
             unlearner.checkpoint, num_classes=data.num_classes, in_channels=data.in_channels
         ).check_data(data)
+        return unlearner
+
+    @classmethod
+    def from_module(
+        cls,
+        model: nn.Module,
+        data: UnlearningDataModule,
+        *,
+        initial_head: InitialHead | str | Path | None = None,
+        head: str | None = None,
+        workdir: str | Path | None = None,
+        accelerator: str = "cpu",
+        member_pick: MemberPick = "random",
+    ) -> Unlearner:
+        """An unlearner for a model trained outside ps-lightning, on ``data``'s full training set
+        (taken on trust: the model carries no record of its data), with the inputs ``data``
+        gives (its normalisation must be the one the model was trained with).
+
+        ``model``: any ``nn.Module`` or ``LightningModule`` whose forward returns the logits of
+        a final ``nn.Linear``; ``head`` names that layer (``None``: found, as for
+        `TorchvisionClassifier`; the split is checked on a batch of ``data``).
+        ``initial_head``: the head's weights before training, for Naive PS: a
+        `RecordInitialHead`'s ``initial_head``, or the path of a checkpoint its Trainer wrote;
+        ``None``: Naive PS refuses, PS works. ``workdir``: where the model's ps-lightning
+        checkpoint and its deletion ledger live (the ledger's guarantees hold there across
+        sessions; ``None``: a temporary folder kept as long as the unlearner). The module is
+        copied, never changed.
+        """
+        if isinstance(initial_head, (str, Path)):
+            initial_head = RecordInitialHead.read(initial_head)
+        classifier = wrap_user_network(
+            model, data.num_classes, data.in_channels, head, initial_head
+        )
+        device = next(model.parameters()).device
+        images = data.samples("test").tensors[0][:8].to(device)
+        check_head_split(model, classifier.to(device), data.model_input(images))
+        scratch = None
+        if workdir is None:
+            scratch = tempfile.TemporaryDirectory(prefix="ps-lightning-")
+            workdir = scratch.name
+        checkpoint = Path(workdir) / "original" / RESULT_CHECKPOINT
+        _save_original(classifier.cpu(), data, checkpoint)
+        with supplying_network(model):
+            unlearner = cls.from_checkpoint(checkpoint, data, accelerator, member_pick)
+        unlearner.network = model
+        unlearner._scratch = scratch
         return unlearner
 
     def forget(
@@ -148,6 +221,21 @@ class Unlearner:
         if save_to is not None:
             _refuse_taken(Path(save_to))
         request_data = self._request_data(ids, classes, ratio, seed)
+        with self._supplying_network():
+            return self._forget(request_data, method, save_to, options)
+
+    def _supplying_network(self) -> contextlib.AbstractContextManager:
+        if self.network is None:
+            return contextlib.nullcontext()
+        return supplying_network(self.network)
+
+    def _forget(
+        self,
+        request_data: UnlearningDataModule,
+        method: SurgeryMethod,
+        save_to: str | Path | None,
+        options: dict[str, Any],
+    ) -> ForgetResult:
         module = PSUnlearnModule(
             self.checkpoint,
             method=method,
@@ -185,6 +273,30 @@ class Unlearner:
             _member_pick=self.member_pick,
         )
 
+    @torch.no_grad()
+    def metrics(
+        self, model: nn.Module, ids: Sequence[int]
+    ) -> dict[str, float | list[float | None]]:
+        """The evaluation's metrics (`split_metrics`) of any classifier on the request of
+        ``ids``: e.g. a model retrained without them, beside a `forget` result's ``metrics``."""
+        request_data = self._request_data(ids, None, None, None)
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        outputs = {}
+        try:
+            for split in EVAL_SPLITS:
+                logits, labels = [], []
+                for batch in request_data.eval_dataloader(split):
+                    inputs = request_data.model_input(batch.images.to(device))
+                    logits.append(model(inputs).float().cpu())
+                    labels.append(batch.labels)
+                outputs[split] = (torch.cat(logits), torch.cat(labels))
+        finally:
+            model.train(was_training)
+        target_classes = sorted(set(outputs["forget"][1].tolist()))
+        return split_metrics(outputs, request_data.num_classes, target_classes, self.member_pick)
+
     def _request_data(
         self,
         ids: Sequence[int] | None,
@@ -214,6 +326,32 @@ class Unlearner:
         forget = draw_forget_indices(labels, kind, class_list, ratio, seed)
         request = request_record(kind, class_list, ratio, seed, None)
         return data.with_forget_set(forget.tolist(), request)
+
+
+def _save_original(classifier: UserNetwork, data: UnlearningDataModule, path: Path) -> None:
+    """Write the user's model as a ps-lightning original checkpoint at ``path``; one there
+    already is kept if it holds the same model (its ledger goes on), refused otherwise."""
+    data_record = {"split_manifest": data.state_dict()["split_manifest"], "train_on": "full"}
+    checkpoint = {
+        "state_dict": classifier.state_dict(),
+        "ps_lightning": classifier_record(classifier, data_record),
+    }
+    if path.exists():
+        saved = safe_torch_load(path)
+        state = saved.get("state_dict") if isinstance(saved, dict) else None
+        same = (
+            isinstance(state, dict)
+            and state.keys() == checkpoint["state_dict"].keys()
+            and all(torch.equal(state[k], v) for k, v in checkpoint["state_dict"].items())
+            and saved.get("ps_lightning") == checkpoint["ps_lightning"]
+        )
+        if not same:
+            raise FileExistsError(
+                f"'{path}' holds another model (or the same one on other data): pass another "
+                "workdir, or delete that folder, its deletion ledger with it."
+            )
+        return
+    atomic_torch_save(path, checkpoint)
 
 
 def _refuse_taken(save_to: Path) -> None:

@@ -16,7 +16,7 @@ from torchvision.models import get_model
 from ps_lightning import Unlearner
 from ps_lightning.data import ImageFolderDataModule
 from ps_lightning.models import TorchvisionClassifier, load_classifier
-from ps_lightning.models.torchvision_classifier import HeadSplitNet, find_head
+from ps_lightning.models.head_split import HeadSplitNet, find_head
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ import json
 import os
 import warnings
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -225,6 +226,24 @@ class ImageFolderDataModule(UnlearningDataModule):
         self.horizontal_flip = horizontal_flip
         self.given_statistics = (mean, std)
         super().__init__(data_dir=data_dir, **kwargs)
+
+    def train_ids(self, files: Iterable[str | os.PathLike]) -> list[int]:
+        """The training-set ids of image files of ``train/`` (e.g. the files a deletion request
+        names), in the order given; a file not among the training images is refused."""
+        id_of = {path.resolve(): index for index, (path, _) in enumerate(self.scanned[1])}
+        ids, unknown = [], []
+        for file in files:
+            index = id_of.get(Path(file).resolve())
+            if index is None:
+                unknown.append(str(file))
+            else:
+                ids.append(index)
+        if unknown:
+            raise ValueError(
+                f"{len(unknown)} file(s) are not training images of '{self.hparams.data_dir}' "
+                f"(e.g. {unknown[:3]}): name files under its train/<class>/ folders."
+            )
+        return ids
 
     def load_source(self) -> Source:
         source = load_image_folder(

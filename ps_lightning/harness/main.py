@@ -126,7 +126,7 @@ def bench_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--architecture",
-        choices=sorted(ARCHITECTURES),
+        choices=sorted(name for name, cls in ARCHITECTURES.items() if cls.rebuilt_by_name),
         default=None,
         help="train the original and retrain models with this network instead of the config's "
         "(e.g. ResNet18 for the SalUn / l1-sparse CIFAR-10 setting)",

@@ -1,7 +1,10 @@
 """Backbones as LightningModules on one shared classifier base, and a registry of them."""
 
 from ps_lightning.models.classifier import ARCHITECTURES, ImageClassifier, load_classifier
+from ps_lightning.models.initial_head import InitialHead, RecordInitialHead
+from ps_lightning.models.timm_classifier import TimmClassifier
 from ps_lightning.models.torchvision_classifier import TorchvisionClassifier
+from ps_lightning.models.user_network import UserNetwork, supplying_network
 from ps_lightning.models.zoo import (
     VGG16,
     CifarResNet,
@@ -17,11 +20,16 @@ __all__ = [
     "VGG16",
     "CifarResNet",
     "ImageClassifier",
+    "InitialHead",
     "LeNet5",
+    "RecordInitialHead",
     "ResNet18",
     "ResNet20",
     "ResNet50",
     "ResNet56",
+    "TimmClassifier",
     "TorchvisionClassifier",
+    "UserNetwork",
     "load_classifier",
+    "supplying_network",
 ]

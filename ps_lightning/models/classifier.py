@@ -11,7 +11,7 @@ import inspect
 import os
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
@@ -67,6 +67,10 @@ class ImageClassifier(L.LightningModule):
         )
         self.class_accuracy = MulticlassAccuracy(num_classes, average=None)
 
+    # Whether a checkpoint's registry name and init arguments rebuild it (the user's own network
+    # needs the live module instead), and so whether the harness can train it by name.
+    rebuilt_by_name: ClassVar[bool] = True
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         ARCHITECTURES[cls.__name__] = cls
@@ -77,6 +81,11 @@ class ImageClassifier(L.LightningModule):
     @property
     def prototypes(self) -> nn.Linear:
         return self.net.fc
+
+    @property
+    def has_initial_head(self) -> bool:
+        """Whether ``initial_prototypes`` / ``initial_bias`` are known (Naive PS needs them)."""
+        return True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

@@ -1,79 +1,14 @@
-"""Any classification network of ``torchvision.models`` as a classifier of this project.
-
-Prototype Surgery needs only the penultimate features and the final linear layer, so a network
-qualifies when its output comes from an ``nn.Linear`` with one output per class. That layer is
-found without per-architecture code: the last ``nn.Linear`` with ``num_classes`` outputs among
-the network's modules (ResNet's ``fc``, EfficientNet's and ConvNeXt's ``classifier[-1]``, ViT's
-``heads.head``, Swin's ``head``, ...), or the module named by ``head``. It is moved out of the
-network, which then returns the features: ``forward_features`` is the network itself and
-``fc`` the head, the layout every classifier here has.
-"""
+"""Any classification network of ``torchvision.models`` as a classifier of this project, its
+final linear layer split off as the prototypes (`ps_lightning.models.head_split`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from torch import Tensor, nn
+from torch import nn
 
 from ps_lightning.models.classifier import ImageClassifier
-
-
-def find_head(network: nn.Module, num_classes: int, head: str | None = None) -> str:
-    """The dotted name of ``network``'s final linear layer (see the module docstring)."""
-    if head is not None:
-        module = dict(network.named_modules()).get(head)
-        if not isinstance(module, nn.Linear):
-            raise ValueError(
-                f"head={head!r} names {type(module).__name__ if module else 'no module'} of "
-                f"{type(network).__name__}, not an nn.Linear: name its final linear layer."
-            )
-        return head
-    names = [
-        name
-        for name, module in network.named_modules()
-        if isinstance(module, nn.Linear) and module.out_features == num_classes
-    ]
-    if not names:
-        raise ValueError(
-            f"{type(network).__name__} has no nn.Linear with {num_classes} outputs: Prototype "
-            "Surgery needs a linear final layer (a network whose classes come out of a "
-            "convolution, like SqueezeNet, has none); name it with head=... if it has one."
-        )
-    return names[-1]
-
-
-class HeadSplitNet(nn.Module):
-    """``network`` with its final linear layer ``head`` taken out as ``fc``: the rest of the
-    network computes the features (``forward_features``), ``fc`` the logits."""
-
-    def __init__(self, network: nn.Module, head: str) -> None:
-        super().__init__()
-        parent_name, _, attribute = head.rpartition(".")
-        parent = network.get_submodule(parent_name) if parent_name else network
-        layer: nn.Linear = getattr(parent, attribute)
-        if layer.bias is None:
-            # (MaxViT's head has none.) PS and its surgery operate on [W, b]: a zero bias gives
-            # the same logits, and lets them.
-            with_bias = nn.Linear(layer.in_features, layer.out_features)
-            with_bias.weight.data.copy_(layer.weight.data)
-            with_bias.bias.data.zero_()
-            layer = with_bias
-        self.fc = layer
-        setattr(parent, attribute, nn.Identity())
-        self.body = network
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        features = self.body(x)
-        if not isinstance(features, Tensor):
-            raise ValueError(
-                f"{type(self.body).__name__} returns {type(features).__name__}, not a tensor (an "
-                "auxiliary head in training?): build it without, e.g. --model.options "
-                "'{aux_logits: false, init_weights: true}'."
-            )
-        return features.flatten(1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc(self.forward_features(x))
+from ps_lightning.models.head_split import HeadSplitNet, find_head
 
 
 class TorchvisionClassifier(ImageClassifier):

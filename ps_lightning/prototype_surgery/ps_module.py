@@ -146,6 +146,12 @@ class PSUnlearnModule(UnlearningModule):
                 "method naive or naive+ps and use_index true."
             )
         super().__init__(original_ckpt, num_classes, in_channels)
+        if method != "ps" and not self.model.has_initial_head:
+            raise ValueError(
+                f"Naive PS needs the head's initial weights, which '{original_ckpt}' does not "
+                "carry: train with ps_lightning.RecordInitialHead in the Trainer's callbacks, or "
+                "use method 'ps' (it needs none)."
+            )
         self.save_hyperparameters()
         head = self.model.prototypes
         # The original prototypes, for the prototype-shift view and the anchor's targets.
