@@ -19,7 +19,7 @@ from torchvision.models import efficientnet_b0
 
 from ps_lightning import RecordInitialHead, Unlearner
 from ps_lightning.data import ImageFolderDataModule
-from ps_lightning.models import TimmClassifier, load_classifier, supplying_network
+from ps_lightning.models import InitialHead, TimmClassifier, load_classifier, supplying_network
 from ps_lightning.models.head_split import find_head
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -169,6 +169,14 @@ def test_without_recorded_initial_weights_naive_ps_refuses_in_one_line_and_ps_wo
     assert ps.metrics["forget_acc"] == pytest.approx(
         unlearner.metrics(ps.network, [0, 1])["forget_acc"]
     )
+    # Given its initial head, the same network goes through Naive PS too.
+    layer = network.classifier[1]
+    recorded = InitialHead("classifier.1", layer.weight.detach() * 0.5, layer.bias.detach())
+    naive = Unlearner.from_module(network, data=data, initial_head=recorded).forget(
+        [0, 1], method="naive"
+    )
+    assert not torch.equal(naive.network.classifier[1].weight, layer.weight)
+    assert set(naive.metrics) >= {"forget_acc", "retain_acc", "test_acc", "mia_lira"}
 
 
 def test_the_initial_head_is_recorded_before_the_first_step_and_survives_a_resume(
