@@ -24,6 +24,7 @@ import contextlib
 import functools
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from typing import Any
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ps_lightning.console import quiet_known_noise
@@ -42,16 +44,17 @@ from ps_lightning.data.requests import (
     sample_ids,
     validate_request,
 )
-from ps_lightning.files import atomic_torch_save, safe_torch_load
 from ps_lightning.metrics import MemberPick, split_metrics
-from ps_lightning.models.classifier import ImageClassifier, classifier_record
+from ps_lightning.models.classifier import ImageClassifier
 from ps_lightning.models.initial_head import InitialHead, RecordInitialHead
 from ps_lightning.models.user_network import (
     UserNetwork,
     check_head_split,
+    save_original,
     supplying_network,
     wrap_user_network,
 )
+from ps_lightning.presets import Preset, ps_options
 from ps_lightning.prototype_surgery.ps_module import PSUnlearnModule, SurgeryMethod
 from ps_lightning.run_folder import CONFIG_NAME, RESULT_CHECKPOINT, finished_run_error
 from ps_lightning.splits import EVAL_SPLITS
@@ -67,7 +70,10 @@ class ForgetResult:
     ``seconds``: the wall time of the request's Trainer fit (not of drawing its split);
     ``record``: what the method did, as its checkpoint records it (index built or reused, early
     stop, surgery rank, ...); ``checkpoint``: where the result was saved, ``None`` unless
-    ``save_to`` was given. ``metrics`` are computed on first access.
+    ``save_to`` was given; ``settings``: where the options not passed came from (the
+    dataset's shipped settings or the paper's); ``changed_predictions``: how many forget samples
+    the new model classifies otherwise than the original (0: the request changed nothing seen).
+    ``metrics`` are computed on first access.
     """
 
     model: ImageClassifier
@@ -75,6 +81,8 @@ class ForgetResult:
     seconds: float
     record: dict[str, Any]
     checkpoint: Path | None
+    settings: str
+    changed_predictions: int
     _module: PSUnlearnModule = field(repr=False)
     _member_pick: MemberPick = field(repr=False)
 
@@ -188,7 +196,7 @@ class Unlearner:
             scratch = tempfile.TemporaryDirectory(prefix="ps-lightning-")
             workdir = scratch.name
         checkpoint = Path(workdir) / "original" / RESULT_CHECKPOINT
-        _save_original(classifier.cpu(), data, checkpoint)
+        save_original(classifier.cpu(), data, checkpoint)
         with supplying_network(model):
             unlearner = cls.from_checkpoint(checkpoint, data, accelerator, member_pick)
         unlearner.network = model
@@ -203,6 +211,7 @@ class Unlearner:
         ratio: float | None = None,
         seed: int | None = None,
         method: SurgeryMethod = "ps",
+        preset: Preset = "shipped",
         save_to: str | Path | None = None,
         **options: Any,
     ) -> ForgetResult:
@@ -213,6 +222,10 @@ class Unlearner:
         of the whole training set, drawn with ``seed`` (default: the datamodule's).
         ``method``: ``naive``, ``ps`` or ``naive+ps``; ``options``: any other
         `PSUnlearnModule` argument (``epochs``, ``lr``, ``early_stop``, ``cumulative``, ...).
+        ``preset``: where the options not given come from: ``shipped``, the dataset's
+        ``configs/<dataset>/ps.yaml`` as ``ps-lightning fit`` runs it (the paper's, with a
+        warning, for a dataset without one); ``paper``, `PSUnlearnModule`'s defaults. A request
+        that leaves the model unchanged warns, saying why.
         ``save_to``: a run folder to save the result in as the CLI does
         (``checkpoints/model.ckpt``, ``split.json``, ``timing.json``); by default nothing is
         kept on disk but the surgery index beside the original checkpoint.
@@ -221,8 +234,20 @@ class Unlearner:
         if save_to is not None:
             _refuse_taken(Path(save_to))
         request_data = self._request_data(ids, classes, ratio, seed)
+        shipped, settings = ps_options(request_data.dataset_name, preset)
+        if preset == "shipped" and not shipped:
+            warnings.warn(f"forget: {settings}.", UserWarning, stacklevel=2)
         with self._supplying_network():
-            return self._forget(request_data, method, save_to, options)
+            result = self._forget(request_data, method, save_to, {**shipped, **options}, settings)
+        if result.changed_predictions == 0:
+            why = result.record.get("early_stop_outcome") or "its head classifies them as before"
+            warnings.warn(
+                f"forget: no forget sample is classified otherwise than by the original model "
+                f"({method}: {why}).",
+                UserWarning,
+                stacklevel=2,
+            )
+        return result
 
     def _supplying_network(self) -> contextlib.AbstractContextManager:
         if self.network is None:
@@ -235,6 +260,7 @@ class Unlearner:
         method: SurgeryMethod,
         save_to: str | Path | None,
         options: dict[str, Any],
+        settings: str,
     ) -> ForgetResult:
         module = PSUnlearnModule(
             self.checkpoint,
@@ -263,12 +289,18 @@ class Unlearner:
             trainer.fit(module, datamodule=request_data)
             seconds = time.perf_counter() - started
         model = module.model.requires_grad_(True).eval()
+        with torch.no_grad():
+            forget = module.split_features("forget")
+            before = F.linear(forget["features"], module.original_weight, module.original_bias)
+            changed = int((forget["logits"].argmax(1) != before.argmax(1)).sum())
         return ForgetResult(
             model=model,
             forget_indices=list(module.result_manifest()["forget_indices"]),
             seconds=seconds,
             record=module.unlearning_record(),
             checkpoint=run_dir / RESULT_CHECKPOINT if save_to is not None else None,
+            settings=settings,
+            changed_predictions=changed,
             _module=module,
             _member_pick=self.member_pick,
         )
@@ -326,32 +358,6 @@ class Unlearner:
         forget = draw_forget_indices(labels, kind, class_list, ratio, seed)
         request = request_record(kind, class_list, ratio, seed, None)
         return data.with_forget_set(forget.tolist(), request)
-
-
-def _save_original(classifier: UserNetwork, data: UnlearningDataModule, path: Path) -> None:
-    """Write the user's model as a ps-lightning original checkpoint at ``path``; one there
-    already is kept if it holds the same model (its ledger goes on), refused otherwise."""
-    data_record = {"split_manifest": data.state_dict()["split_manifest"], "train_on": "full"}
-    checkpoint = {
-        "state_dict": classifier.state_dict(),
-        "ps_lightning": classifier_record(classifier, data_record),
-    }
-    if path.exists():
-        saved = safe_torch_load(path)
-        state = saved.get("state_dict") if isinstance(saved, dict) else None
-        same = (
-            isinstance(state, dict)
-            and state.keys() == checkpoint["state_dict"].keys()
-            and all(torch.equal(state[k], v) for k, v in checkpoint["state_dict"].items())
-            and saved.get("ps_lightning") == checkpoint["ps_lightning"]
-        )
-        if not same:
-            raise FileExistsError(
-                f"'{path}' holds another model (or the same one on other data): pass another "
-                "workdir, or delete that folder, its deletion ledger with it."
-            )
-        return
-    atomic_torch_save(path, checkpoint)
 
 
 def _refuse_taken(save_to: Path) -> None:

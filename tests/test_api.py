@@ -199,3 +199,32 @@ def test_a_checkpoint_of_other_data_is_refused(original: Original) -> None:
 
     with pytest.raises(ValueError, match="not on this data"):
         Unlearner.from_checkpoint(original.ckpt, OtherDigits())
+
+
+def test_the_shipped_preset_forgets_a_whole_class_where_the_papers_defaults_do_not(
+    unlearner: Unlearner,
+) -> None:
+    shipped = unlearner.forget(classes=[1], ratio=1.0)
+    with pytest.warns(UserWarning, match="no forget sample is classified otherwise"):
+        paper = unlearner.forget(classes=[1], ratio=1.0, preset="paper")
+    assert shipped.settings == "the shipped settings of digits/ps.yaml"
+    assert shipped.record["config"]["lr"] == 0.03
+    assert shipped.record["config"]["trainable"] == "weight+bias"
+    assert paper.record["config"]["lr"] == 0.01 and paper.changed_predictions == 0
+    assert shipped.metrics["forget_acc"] == 0.0
+    assert shipped.changed_predictions == len(shipped.forget_indices)
+    assert shipped.metrics["retain_acc"] >= paper.metrics["retain_acc"] - 0.05
+
+
+@pytest.mark.parametrize("dataset", ["digits", "fashion_mnist", "cifar10", "image_folder"])
+def test_the_shipped_preset_is_what_the_cli_runs_from_the_datasets_ps_config(dataset: str) -> None:
+    from ps_lightning.presets import ps_options
+    from ps_lightning.steps import resolved_config
+
+    options, settings = ps_options(dataset, "shipped")
+    config = resolved_config(["fit", "--config", str(REPO_ROOT / "configs" / dataset / "ps.yaml")])
+    assert options and settings.endswith(f"{dataset}/ps.yaml")
+    assert options == {k: config["model"]["init_args"][k] for k in options}
+    assert ps_options(dataset, "paper") == ({}, "PSUnlearnModule's defaults (the paper's PS)")
+    unknown = ps_options("shapes", "shipped")
+    assert unknown[0] == {} and "no shipped settings for 'shapes'" in unknown[1]

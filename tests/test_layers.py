@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ps_lightning"
 
 # Floors from the bottom; a room is a top-level module or subpackage of `ps_lightning`.
 FLOORS = (
-    ("files", "distributed", "splits", "metrics", "run_folder"),
+    ("files", "distributed", "splits", "metrics", "run_folder", "presets"),
     ("timing",),
     ("console",),
     ("data",),

@@ -163,7 +163,7 @@ def test_without_recorded_initial_weights_naive_ps_refuses_in_one_line_and_ps_wo
     with pytest.raises(ValueError, match="RecordInitialHead") as refused:
         unlearner.forget([0, 1], method="naive")
     assert "\n" not in str(refused.value) and "method 'ps'" in str(refused.value)
-    ps = unlearner.forget([0, 1], method="ps", epochs=2)
+    ps = unlearner.forget([0, 1], method="ps", epochs=2, early_stop="off")
     assert type(ps.network).__name__ == "EfficientNet"
     assert not torch.equal(ps.network.classifier[1].bias, network.classifier[1].bias)
     assert ps.metrics["forget_acc"] == pytest.approx(

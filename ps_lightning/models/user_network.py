@@ -14,13 +14,19 @@ import contextlib
 import copy
 from collections.abc import Iterator
 from contextvars import ContextVar
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from ps_lightning.models.classifier import ImageClassifier
+from ps_lightning.files import atomic_torch_save, safe_torch_load
+from ps_lightning.models.classifier import ImageClassifier, classifier_record
 from ps_lightning.models.head_split import HeadSplitNet, find_head
 from ps_lightning.models.initial_head import InitialHead
+
+if TYPE_CHECKING:
+    from ps_lightning.data.datamodule import UnlearningDataModule
 
 # The live network a `UserNetwork` is built around: given by its owner, never read from a file.
 _SUPPLIED_NETWORK: ContextVar[nn.Module | None] = ContextVar("supplied_network", default=None)
@@ -145,3 +151,29 @@ def check_head_split(network: nn.Module, classifier: ImageClassifier, images: to
             "operation (its outputs differ from the head's on the features): name the final "
             "linear layer with head=..., one whose output is the network's."
         )
+
+
+def save_original(classifier: UserNetwork, data: UnlearningDataModule, path: Path) -> None:
+    """Write the user's model as a ps-lightning original checkpoint at ``path``; one there
+    already is kept if it holds the same model (its ledger goes on), refused otherwise."""
+    data_record = {"split_manifest": data.state_dict()["split_manifest"], "train_on": "full"}
+    checkpoint = {
+        "state_dict": classifier.state_dict(),
+        "ps_lightning": classifier_record(classifier, data_record),
+    }
+    if path.exists():
+        saved = safe_torch_load(path)
+        state = saved.get("state_dict") if isinstance(saved, dict) else None
+        same = (
+            isinstance(state, dict)
+            and state.keys() == checkpoint["state_dict"].keys()
+            and all(torch.equal(state[k], v) for k, v in checkpoint["state_dict"].items())
+            and saved.get("ps_lightning") == checkpoint["ps_lightning"]
+        )
+        if not same:
+            raise FileExistsError(
+                f"'{path}' holds another model (or the same one on other data): pass another "
+                "workdir, or delete that folder, its deletion ledger with it."
+            )
+        return
+    atomic_torch_save(path, checkpoint)
