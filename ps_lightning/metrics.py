@@ -12,8 +12,8 @@ import torch
 
 # The metrics averaged into "Avg. Gap" to the retrained model (as in the SalUn line of work:
 # forget, retain and test accuracy and MIA-efficacy). The MIA term is the likelihood-ratio
-# attack's, the one whose held-out accuracy is the higher on every model we measured (README,
-# "Evaluation"); ``avg_gap_without_mia`` is reported beside it for models no attack can read.
+# attack's, the one whose held-out accuracy is the higher on every model we measured
+# (docs/evaluation.md); ``avg_gap_without_mia`` is reported beside it for models no attack can read.
 ACCURACY_GAP_METRICS = ("forget_acc", "retain_acc", "test_acc")
 GAP_METRICS = (*ACCURACY_GAP_METRICS, "mia_lira")
 # The splits whose accuracy is also reported per class, as ``class_<split>_acc``.

@@ -1,8 +1,8 @@
 """Which PS settings a Python API request takes when it names none: a dataset's shipped ones.
 
-The CLI reads ``configs/<dataset>/ps.yaml``, whose values were chosen per dataset (README,
-"Shipped defaults"); `PSUnlearnModule`'s own defaults are the paper's PS, which on some datasets
-forgets nothing (digits, a whole class: forget accuracy 1.0). The API takes the same file, so a
+The CLI reads ``configs/<dataset>/ps.yaml``, whose values were chosen per dataset
+(docs/unlearning.md, "Shipped defaults"); `PSUnlearnModule`'s own defaults are the paper's PS,
+which on some datasets forgets nothing (digits, a whole class: forget accuracy 1.0). The API takes the same file, so a
 notebook and ``ps-lightning fit`` agree: ``preset="shipped"`` (the default) reads it, following
 its ``config:`` include as jsonargparse does; ``preset="paper"`` keeps the module's defaults.
 """

@@ -101,9 +101,9 @@ def test_make_names_each_run_and_hands_each_step_the_files_of_the_runs_before_it
 
 
 def readme_by_hand_commands() -> list[list[str]]:
-    """The ps-lightning commands of the README's "By hand, on digits" block as the shell runs
+    """The ps-lightning commands of docs/usage.md's "By hand, on digits" block as the shell runs
     them (its variables expanded), as argument lists after ``ps-lightning``."""
-    readme = (REPO_ROOT / "README.md").read_text()
+    readme = (REPO_ROOT / "docs" / "usage.md").read_text()
     block = readme.split("By hand, on digits", 1)[1].split("```bash\n", 1)[1].split("```")[0]
     shown = subprocess.run(
         [
