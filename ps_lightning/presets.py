@@ -2,9 +2,10 @@
 
 The CLI reads ``configs/<dataset>/ps.yaml``, whose values were chosen per dataset
 (docs/unlearning.md, "Shipped defaults"); `PSUnlearnModule`'s own defaults are the paper's PS,
-which on some datasets forgets nothing (digits, a whole class: forget accuracy 1.0). The API takes the same file, so a
-notebook and ``ps-lightning fit`` agree: ``preset="shipped"`` (the default) reads it, following
-its ``config:`` include as jsonargparse does; ``preset="paper"`` keeps the module's defaults.
+which on some datasets forgets nothing (digits, a whole class: forget accuracy 1.0). The API
+takes the same file, so a notebook and ``ps-lightning fit`` agree: ``preset="shipped"`` (the
+default) reads it, following its ``config:`` include as jsonargparse does; ``preset="paper"``
+keeps the module's defaults.
 """
 
 from __future__ import annotations
