@@ -29,6 +29,7 @@ from unlearning_fixtures import (
     write_indices,
 )
 
+from ps_lightning import Unlearner
 from ps_lightning.data import DigitsDataModule
 from ps_lightning.data.manifest import write_manifest
 from ps_lightning.models import LeNet5
@@ -399,7 +400,7 @@ def test_early_stop_on_stops_ps_before_the_last_epoch(original: Original, tmp_pa
 @pytest.mark.parametrize(
     ("ratio", "expected"), [("0.1", True), ("1.0", False)], ids=["some-of-a-class", "whole-class"]
 )
-def test_early_stop_auto_is_off_only_for_whole_class_requests(
+def test_early_stop_auto_watches_the_heldout_level_only_for_part_of_a_class(
     original: Original, tmp_path: Path, ratio: str, expected: bool
 ) -> None:
     result = unlearn(
@@ -417,8 +418,8 @@ def test_early_stop_auto_is_off_only_for_whole_class_requests(
 
     record = unlearning_record(result)
     assert record["early_stop_used"] is expected
+    assert record["whole_class_stop"] is not expected  # the whole class: its own stop
     if not expected:
-        assert record["stopped_at_epoch"] is None
         assert record["removed_samples"] > DEFAULT_NUM_FORGET  # the whole class: 146 samples
 
 
@@ -598,10 +599,16 @@ def test_what_the_early_stop_did_is_told_apart() -> None:
     assert early_stop_outcome({"early_stop_used": False, "stopped_at_epoch": None}) is None
     naive = {"method": "naive", "epochs": 50, "early_stop": "auto"}
     assert early_stop_outcome({"early_stop_used": False, "config": naive}) is None
-    whole_class = {"method": "ps", "epochs": 50, "early_stop": "auto"}
-    assert (
-        early_stop_outcome({"early_stop_used": False, "config": whole_class})
-        == "off (early_stop: auto, a whole-class request)"
+    off = {"method": "ps", "epochs": 50, "early_stop": "off"}
+    assert early_stop_outcome({"early_stop_used": False, "config": off}) == "off (early_stop: off)"
+    whole_class = {"whole_class_stop": True, "stopped_at_epoch": 74, "epoch_limit": 500}
+    assert early_stop_outcome(whole_class) == (
+        "stopped at epoch 74 of a whole-class request, when no forget sample was classified as "
+        "its class any more"
+    )
+    whole_class["stopped_at_epoch"] = None
+    assert early_stop_outcome(whole_class) == (
+        "ran all 500 epochs of a whole-class request without reaching forget accuracy 0"
     )
     kept = early_stop_outcome(
         {"early_stop_used": True, "ps_kept_start_state": True, "restored_step": 0}
@@ -741,3 +748,21 @@ def test_ps_epochs_skip_the_nvml_probe_only_without_a_driver_and_restore_it(
     trainer.fit(Head(), torch.utils.data.DataLoader(rows, batch_size=4))
     assert seen.during == ("1" if driver else "0")
     assert os.environ[NVML_CHECK] == "1"  # restored after the epochs
+
+
+def test_auto_runs_a_whole_class_request_until_no_forget_sample_is_classified_as_its_class(
+    original: Original, tmp_path: Path
+) -> None:
+    # The paper's MNIST values (bias only, lr 0.01, 50 epochs) with the anchor: too few steps to
+    # forget the class by epoch count alone; `auto` goes on until it is forgotten.
+    unlearner = Unlearner.from_checkpoint(
+        original.copy_to(tmp_path / "original"), DigitsDataModule()
+    )
+    settings = {"preset": "paper", "retain_anchor": 1.0, "epochs": 10}
+    counted = unlearner.forget(classes=[1], ratio=1.0, early_stop="off", **settings)
+    stopped = unlearner.forget(classes=[1], ratio=1.0, early_stop="auto", **settings)
+    assert counted.metrics["forget_acc"] > 0.5
+    assert stopped.metrics["forget_acc"] == 0.0
+    assert stopped.record["whole_class_stop"] and stopped.record["epoch_limit"] == 100
+    assert 10 <= stopped.record["stopped_at_epoch"] < 100
+    assert stopped.metrics["retain_acc"] >= counted.metrics["retain_acc"] - 0.05

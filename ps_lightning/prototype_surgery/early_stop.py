@@ -11,6 +11,11 @@ from torch import nn
 
 from ps_lightning.metrics import true_class_confidence
 
+# How many times its ``epochs`` PS may run on a whole-class request before giving up on reaching
+# the target (no forget sample classified as its class): the steps a class needs depend on its
+# size and margins, which no per-dataset epoch count foresees.
+WHOLE_CLASS_EPOCH_LIMIT = 10
+
 
 def early_stop_outcome(record: dict[str, Any]) -> str | None:
     """What the early stop did, or why it was off, from a PS run's unlearning record, in the one
@@ -18,13 +23,23 @@ def early_stop_outcome(record: dict[str, Any]) -> str | None:
     record carries it as ``early_stop_outcome``); ``None`` for a run that trains no PS epoch or
     has no early stop."""
     config = record.get("config") or {}
+    if record.get("whole_class_stop"):
+        stopped = record.get("stopped_at_epoch")
+        if stopped is None:
+            return (
+                f"ran all {record.get('epoch_limit')} epochs of a whole-class request without "
+                "reaching forget accuracy 0"
+            )
+        return (
+            f"stopped at epoch {stopped} of a whole-class request, when no forget sample was "
+            "classified as its class any more"
+        )
     if not record.get("early_stop_used"):
         mode = config.get("early_stop")
         trains = config.get("method") != "naive" and config.get("epochs", 0) > 0
         if mode is None or not trains:
             return None  # Naive PS, or a run without PS epochs
-        # `auto` is off only for requests that remove whole classes.
-        return f"off (early_stop: {mode}{', a whole-class request' if mode == 'auto' else ''})"
+        return f"off (early_stop: {mode})"
     if record.get("ps_kept_start_state"):
         method = config.get("method", "ps")
         start = "the original model" if method == "ps" else "Naive PS's result"

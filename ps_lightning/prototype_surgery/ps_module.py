@@ -24,6 +24,7 @@ from ps_lightning.data.loaders import same_order_loader
 from ps_lightning.data.samplers import TensorSamples
 from ps_lightning.metrics import accuracy, true_class_confidence
 from ps_lightning.prototype_surgery.early_stop import (
+    WHOLE_CLASS_EPOCH_LIMIT,
     ClosestToHeldoutLevel,
     early_stop_outcome,
     heldout_confidence,
@@ -77,8 +78,10 @@ class PSUnlearnModule(UnlearningModule):
         early_stop: stop PS when the forget samples are no longer recognised more
             confidently than held-out samples of their classes (the retrained model's
             behaviour), and keep the head state checked before each step that came closest
-            to that level: ``on``, ``off`` (the paper) or ``auto`` (on unless the request
-            removes whole classes, where retrain does not recognise held-out samples either).
+            to that level: ``on``, ``off`` (the paper) or ``auto``: on unless the request
+            removes whole classes, where retrain recognises none of their samples: there PS
+            runs until no forget sample is classified as its class, for up to
+            ``WHOLE_CLASS_EPOCH_LIMIT`` × ``epochs`` (no per-dataset learning rate needed).
         rcond: the eigenvalue cutoff of Naive PS's pseudo-inverse ``G⁺``, relative to the
             largest eigenvalue: ``auto`` is the noise floor of the features' precision,
             ``d·ε(feature dtype)`` for the d×d Gram matrix inverted (d+1 with surgery_bias;
@@ -182,6 +185,12 @@ class PSUnlearnModule(UnlearningModule):
         mode = self.hparams.early_stop
         return mode == "on" or (mode == "auto" and not self.datamodule.forgets_whole_classes)
 
+    @functools.cached_property
+    def stops_when_forgotten(self) -> bool:
+        """``auto`` on a whole-class request: the target is known (retrain classifies none of
+        the class's samples as it), so PS stops on reaching it rather than after ``epochs``."""
+        return self.trains and self.hparams.early_stop == "auto" and not self.uses_early_stop
+
     # ------------------------------------------------------------------ set-up
     def configure_callbacks(self) -> list[L.Callback]:
         return [*super().configure_callbacks(), HeadThreads(), PSFigures()]
@@ -195,6 +204,8 @@ class PSUnlearnModule(UnlearningModule):
         # trainable: DDP refuses to wrap a module without a parameter that requires a gradient.
         head.weight.requires_grad_(train_weight or not self.trains)
         head.bias.requires_grad_(train_bias or not self.trains)
+        if stage == "fit" and self.stops_when_forgotten:
+            self.trainer.fit_loop.max_epochs = self.hparams.epochs * WHOLE_CLASS_EPOCH_LIMIT
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         head = self.model.prototypes
@@ -291,6 +302,10 @@ class PSUnlearnModule(UnlearningModule):
         return float(self._true_class_confidence("forget").mean())
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
+        if self.stops_when_forgotten and self._accuracy("forget") == 0.0:
+            self.stopped_at_epoch = self.current_epoch
+            self.trainer.should_stop = True
+            return -1
         if self.stopper is None:
             return None
         if self.stopper.reached(self._forget_confidence(), self.global_step, self.model.prototypes):
@@ -357,6 +372,8 @@ class PSUnlearnModule(UnlearningModule):
                 "removed_samples": len(self.removed_indices) or len(self.datamodule.forget_indices),
                 "index_built": self.index_built,
                 "early_stop_used": self.trains and self.uses_early_stop,
+                "whole_class_stop": self.stops_when_forgotten,
+                "epoch_limit": self.trainer.fit_loop.max_epochs if self._trainer else None,
                 "stopped_at_epoch": self.stopped_at_epoch,
                 "restored_step": restored_step,
                 "ps_kept_start_state": restored_step == 0,
