@@ -10,7 +10,11 @@ Beside (never inside) the original checkpoint ``<checkpoint>``:
   index. It is the witness of history: when the index is lost or damaged while this record
   lists requests, reading the ledger is an error, never a silent empty rebuild.
 - ``<checkpoint>.surgery-ledger.lock``: every read-modify-write holds an exclusive ``flock`` on
-  it, so concurrent requests serialise and the last one removes the union of all.
+  it, so concurrent requests of one machine serialise and the last one removes the union of all.
+- ``<checkpoint>.surgery-ledger.lease``: while a read-modify-write runs, the host and process
+  that hold the ledger, for the hosts that share its folder (`lease`): a request of another host
+  waits for it, then refuses in one line. Before writing, a transaction checks that the stored
+  seal is still the one it read, so that no write based on a stale read goes through.
 
 An index is used only when its seal matches its content and its model hash matches the content
 of the checkpoint in use (the head's ``W, b, W0, b0`` and the training-set fingerprint).
@@ -35,6 +39,7 @@ import torch
 from ps_lightning.data.requests import ids_sha256
 from ps_lightning.files import atomic_torch_save, atomic_write_json
 from ps_lightning.models.classifier import ImageClassifier
+from ps_lightning.prototype_surgery.lease import LedgerBusy, acquire, release
 
 INDEX_FORMAT = 2
 BOOKKEEPING = ("format", "model_hash", "requests", "removed_indices", "seal")
@@ -110,6 +115,9 @@ class LedgerState:
     tensors: dict[str, torch.Tensor] | None
     requests: list[dict[str, Any]] = field(default_factory=list)
     changed: bool = False
+    # The seal of the stored index this state was read from (``None``: none usable); the
+    # commit check compares it with the stored one.
+    seal: str | None = None
 
     @property
     def removed_indices(self) -> list[int]:
@@ -163,7 +171,7 @@ class Ledger:
         changed (the index, then the record). An exception inside writes nothing.
 
         ``must_record``: failing to lock or write is an error (cumulative requests); else the
-        index is only a cache and such a failure is a warning.
+        index is only a cache and such a failure is a warning, the ledger read but not written.
         """
         lock = lock_path(self.checkpoint)
         try:
@@ -177,20 +185,59 @@ class Ledger:
         with handle:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
             try:
-                state = self.read()
-                yield state
-                if state.changed:
-                    try:
-                        self._write(state)
-                    except OSError as error:
-                        if must_record:
-                            raise OSError(f"cannot write {self._unrecordable(error)}") from error
-                        warnings.warn(
-                            f"surgery index not cached ({error}); the next request rebuilds it.",
-                            stacklevel=3,
-                        )
+                with self._lease(must_record) as leased:
+                    state = self.read()
+                    yield state
+                    if state.changed and leased:
+                        self._commit(state, must_record)
             finally:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+    @contextmanager
+    def _lease(self, must_record: bool) -> Iterator[bool]:
+        """This host's lease on the ledger, for the hosts that share its folder: whether it
+        is held (with ``must_record`` false a ledger held elsewhere is read, not written)."""
+        try:
+            mine = acquire(self.checkpoint)
+        except LedgerBusy as busy:
+            if must_record:
+                raise
+            warnings.warn(f"surgery index not cached: {busy}", stacklevel=4)
+            yield False
+            return
+        except OSError as error:
+            if must_record:
+                raise OSError(f"cannot lock {self._unrecordable(error)}") from error
+            warnings.warn(f"surgery index not cached: {error}", stacklevel=4)
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            release(self.checkpoint, mine)
+
+    def _commit(self, state: LedgerState, must_record: bool) -> None:
+        """Write ``state`` if the stored index is still the one it was read from."""
+        stored = self._stored_index()
+        if (stored["seal"] if isinstance(stored, dict) else None) != state.seal:
+            if not must_record:
+                warnings.warn("surgery index not cached: it changed meanwhile", stacklevel=4)
+                return
+            raise LedgerError(
+                f"the surgery ledger '{self.index_file}' changed while this request ran (written "
+                "by a process that held neither its lock nor its lease, e.g. on another host "
+                "after the lease was deleted), so this request, based on what it read before, "
+                "was not recorded and nothing was written: run it again."
+            )
+        try:
+            self._write(state)
+        except OSError as error:
+            if must_record:
+                raise OSError(f"cannot write {self._unrecordable(error)}") from error
+            warnings.warn(
+                f"surgery index not cached ({error}); the next request rebuilds it.",
+                stacklevel=4,
+            )
 
     def _unrecordable(self, error: OSError) -> str:
         return (
@@ -206,7 +253,7 @@ class Ledger:
         if isinstance(stored, dict):
             if len(stored["requests"]) >= len(recorded):
                 tensors = {k: v for k, v in stored.items() if k not in BOOKKEEPING}
-                return LedgerState(tensors, list(stored["requests"]))
+                return LedgerState(tensors, list(stored["requests"]), seal=stored["seal"])
             problem = (
                 f"it holds {len(stored['requests'])} requests but '{self.record_file.name}' "
                 f"lists {len(recorded)} (an older copy was put back)"
