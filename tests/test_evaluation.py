@@ -3,6 +3,7 @@ checkpoints."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 from pathlib import Path
@@ -13,6 +14,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import api_pb2
 from tensorboard.plugins.hparams import metadata as hparams_metadata
+from tensorboard.plugins.hparams.backend_context import _sort_and_reduce_to_hparams_limit
 from unlearning_fixtures import (
     Original,
     load_checkpoint,
@@ -28,8 +30,16 @@ from unlearning_fixtures import (
 
 from ps_lightning.data import DigitsDataModule
 from ps_lightning.evaluation.figures import confusion_matrix, confusion_matrix_figure
+from ps_lightning.evaluation.hparams import (
+    ANCHOR_OPTIONS,
+    DATA_OPTIONS,
+    EPOCH_OPTIONS,
+    EPOCH_RECORD,
+    SURGERY_OPTIONS,
+    SURGERY_RECORD,
+    hparam_rows,
+)
 from ps_lightning.evaluation.report import COLUMNS, markdown_table
-from ps_lightning.evaluation.tensorboard_log import hparam_rows
 from ps_lightning.metrics import (
     GAP_METRICS,
     accuracy,
@@ -40,6 +50,7 @@ from ps_lightning.metrics import (
     svc_attack,
 )
 from ps_lightning.models.classifier import load_classifier
+from ps_lightning.prototype_surgery import PSUnlearnModule
 
 __all__ = ["naive_reference", "original", "ps_reference", "retrain_ckpt"]  # fixtures used below
 
@@ -187,7 +198,14 @@ def test_markdown_table_notes_a_ps_run_that_kept_its_start() -> None:
 
 def test_hparam_rows_give_a_column_one_type() -> None:
     def unlearned(rcond: float | str) -> dict[str, Any]:
-        config = {"lr": 0.01, "rcond": rcond, "use_index": True, "grid": [1, 2], "_class_path": "x"}
+        config = {
+            "method": "naive+ps",
+            "lr": 0.01,
+            "rcond": rcond,
+            "use_index": True,
+            "grid": [1, 2],
+            "_class_path": "x",
+        }
         return {
             "metrics": {"forget_acc": 0.5, "relearn_steps": 3},
             "unlearning": {"method": "PSUnlearnModule", "config": config, "stopped_at_epoch": None},
@@ -206,9 +224,9 @@ def test_hparam_rows_give_a_column_one_type() -> None:
 
     params, metrics = rows["b"]
     assert params == {
-        "model": "b",
+        "method": "Naive PS + PS",
         "role": "unlearned",
-        "module": "PSUnlearnModule",
+        "model": "b",
         "lr": 0.01,
         "rcond": "1e-05",  # text in every row, as "auto" is text in one
         "use_index": True,
@@ -216,7 +234,57 @@ def test_hparam_rows_give_a_column_one_type() -> None:
     }
     assert rows["a"][0]["rcond"] == "auto"
     assert metrics == {"hparams/forget_acc": 0.5, "hparams/relearn_steps": 3.0}
-    assert rows["c"][0] == {"model": "c", "role": "original"}
+    assert rows["c"][0] == {"method": "training", "role": "original", "model": "c"}
+    assert [list(params)[:3] for params, _ in rows.values()] == [["method", "role", "model"]] * 3
+
+
+def _ps_row(method: str, **options: Any) -> dict[str, Any]:
+    """A PS model's summary entry: every option at its default, a record of both stages."""
+    defaults = {
+        name: parameter.default
+        for name, parameter in inspect.signature(PSUnlearnModule.__init__).parameters.items()
+        if name not in ("self", "original_ckpt")
+    }
+    record = dict.fromkeys((*SURGERY_RECORD, *EPOCH_RECORD), 1)
+    config = {**defaults, "method": method, **options}
+    return {
+        "metrics": {},
+        "unlearning": {"method": "PSUnlearnModule", "config": config, **record},
+    }
+
+
+def test_hparam_rows_show_only_the_options_each_ps_method_applied() -> None:
+    summary = {
+        "retrain": None,
+        "models": {
+            "naive_ps": _ps_row("naive"),
+            "ps": _ps_row("ps"),
+            "anchored": _ps_row("naive+ps", retain_anchor=1.0),
+        },
+    }
+
+    rows = {name: params for name, (params, _) in hparam_rows(summary, None).items()}
+
+    assert rows["naive_ps"]["method"] == "Naive PS" and rows["ps"]["method"] == "PS"
+    epoch_only = {*EPOCH_OPTIONS, *ANCHOR_OPTIONS, *(f"record/{k}" for k in EPOCH_RECORD)}
+    surgery_only = {*SURGERY_OPTIONS, *(f"record/{k}" for k in SURGERY_RECORD)}
+    assert not epoch_only & set(rows["naive_ps"]) and surgery_only <= set(rows["naive_ps"])
+    assert not surgery_only & set(rows["ps"]) and set(EPOCH_OPTIONS) <= set(rows["ps"])
+    assert not set(ANCHOR_OPTIONS) & set(rows["ps"])  # no anchor: its settings did nothing
+    assert epoch_only | surgery_only <= set(rows["anchored"])
+    assert not set(DATA_OPTIONS) & {key for params in rows.values() for key in params}
+
+
+def test_the_hparam_stages_place_every_option_of_ps() -> None:
+    options = set(inspect.signature(PSUnlearnModule.__init__).parameters) - {
+        "self",
+        "original_ckpt",
+        "method",
+    }
+    groups = (SURGERY_OPTIONS, EPOCH_OPTIONS, ANCHOR_OPTIONS, DATA_OPTIONS)
+    placed = [key for group in groups for key in group]
+
+    assert sorted(placed) == sorted(options), "place a new PS option in its stage's group"
 
 
 # --------------------------------------------------------------------------- ps-lightning test
@@ -320,22 +388,47 @@ def test_tensorboard_scalars_hold_the_tables_values(evaluation: Path) -> None:
         assert table[name]["fit time (s)"] == f"{seconds:.2f}"
 
 
-def test_tensorboard_holds_per_class_accuracy_by_class_index(evaluation: Path) -> None:
-    summary = json.loads((evaluation / "metrics.json").read_text())
+def test_tensorboard_shows_per_class_accuracy_as_figures_not_scalars(evaluation: Path) -> None:
     events = tensorboard_events(evaluation)
 
-    for name, result in summary["models"].items():
-        for split in ("test", "forget", "retain"):
-            logged = {e.step: e.value for e in events.Scalars(f"eval/{name}/class_acc/{split}")}
-            expected = {
-                index: value
-                for index, value in enumerate(result["metrics"][f"class_{split}_acc"])
-                if value is not None
-            }
-            assert logged == pytest.approx(expected, abs=1e-6), (name, split)
-    # Only the forgotten class has forget samples; before unlearning it was recognised.
-    (forgotten,) = events.Scalars("eval/original/class_acc/forget")
-    assert forgotten.step == 1 and forgotten.value > 0.5
+    # A scalar chart of classes would put the class index on its step axis and smooth across
+    # classes: every scalar is one value at step 0, and none is per class.
+    scalars = events.Tags()["scalars"]
+    assert all([e.step for e in events.Scalars(tag)] == [0] for tag in scalars)
+    assert not [tag for tag in scalars if "class_acc" in tag]
+    for name in ("original", "retrain", "naive_ps", "ps"):
+        (image,) = events.Images(f"per_class_accuracy/{name}")
+        assert image.width >= 600 and image.height >= 600, name
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    header = path.read_bytes()[:24]
+    assert header.startswith(b"\x89PNG"), path
+    return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+
+
+def test_evaluate_writes_the_comparison_chart_beside_the_data_it_draws(evaluation: Path) -> None:
+    summary = json.loads((evaluation / "metrics.json").read_text())
+    comparison = json.loads((evaluation / "comparison.json").read_text())
+
+    unlearned = ("original", "naive_ps", "ps")
+    for key in ("avg_gap_without_mia", "avg_gap"):
+        assert comparison[key] == pytest.approx(
+            {name: summary["models"][name]["gap_to_retrain"][key] for name in unlearned}
+        ), key
+    assert summary["attack_scored_samples"]["nonmembers"] > 0
+    level = comparison["mia_chance_level"]
+    reads = {
+        name: result["metrics"]["mia_lira_attack_acc"] > level
+        for name, result in summary["models"].items()
+    }
+    assert comparison["mia_informative"] == {n: reads[n] and reads["retrain"] for n in unlearned}
+    ranked_by = comparison[comparison["read"]]
+    assert [ranked_by[name] for name in comparison["ranking"]] == sorted(ranked_by.values())
+    width, height = _png_size(evaluation / "comparison.png")
+    (image,) = tensorboard_events(evaluation).Images("comparison/vs_retrain")
+    assert (image.width, image.height) == (width, height)
+    assert width >= 1000 and height >= 0.6 * width  # was 1590 x 460
 
 
 def test_tensorboard_shows_the_figures_and_the_table_as_text(evaluation: Path) -> None:
@@ -355,11 +448,15 @@ def test_tensorboard_shows_the_figures_and_the_table_as_text(evaluation: Path) -
     assert logged_text(events, "table") == (evaluation / "table.md").read_text()
 
 
-def _session_start(folder: Path) -> dict[str, Any]:
+def _start_info(folder: Path) -> Any:
     content = tensorboard_events(folder).PluginTagToContent(hparams_metadata.PLUGIN_NAME)
-    start = hparams_metadata.parse_session_start_info_plugin_data(
+    return hparams_metadata.parse_session_start_info_plugin_data(
         content[hparams_metadata.SESSION_START_INFO_TAG]
     )
+
+
+def _session_start(folder: Path) -> dict[str, Any]:
+    start = _start_info(folder)
     return {key: getattr(value, value.WhichOneof("kind")) for key, value in start.hparams.items()}
 
 
@@ -379,7 +476,7 @@ def test_hparams_rows_are_typed_with_original_and_retrain_for_reference(evaluati
     assert _session_start(evaluation / "hparams" / "retrain")["role"] == "retrain"
     ps = _session_start(evaluation / "hparams" / "ps")
     config = summary["models"]["ps"]["unlearning"]["config"]
-    assert ps["role"] == "unlearned" and ps["method"] == "ps"
+    assert ps["role"] == "unlearned" and ps["method"] == "PS"
     assert ps["lr"] == config["lr"] and ps["epochs"] == 10  # numbers, not their text
     assert ps["record/ps_kept_start_state"] == 0.0  # a flag as a number
     assert not [key for key in ps if key.startswith("_")]  # jsonargparse's _class_path
@@ -395,6 +492,31 @@ def test_hparams_rows_are_typed_with_original_and_retrain_for_reference(evaluati
         columns["lr"] == api_pb2.DATA_TYPE_FLOAT64 and columns["model"] == api_pb2.DATA_TYPE_STRING
     )
     assert set(ps) <= set(columns)
+    # The columns in the order TensorBoard shows them: method and role first.
+    _sort_and_reduce_to_hparams_limit(experiment)
+    assert [info.name for info in experiment.hparam_infos][:2] == ["method", "role"]
+
+
+def test_hparams_rows_tell_naive_ps_from_ps_by_method_options_and_trial_name(
+    evaluation: Path,
+) -> None:
+    summary = json.loads((evaluation / "metrics.json").read_text())
+    naive = _session_start(evaluation / "hparams" / "naive_ps")
+    ps = _session_start(evaluation / "hparams" / "ps")
+
+    assert naive["method"] == "Naive PS" and ps["method"] == "PS"
+    assert {"epochs", "lr", "early_stop", "record/early_stop_used"}.isdisjoint(naive)
+    assert {"epochs", "lr", "early_stop"} <= set(ps) and "rcond" not in ps
+    assert "rcond" in naive
+    # The trial names start with what tells the rows apart (TensorBoard cuts long names).
+    names = {
+        name: _start_info(evaluation / "hparams" / name).group_name for name in ("naive_ps", "ps")
+    }
+    assert names["naive_ps"].startswith("naive_ps · Naive PS · ")
+    assert names["ps"].startswith("ps · PS · ")
+    # The stages' record keys are a PS record's (this room cannot import PS to ask it).
+    for name in ("naive_ps", "ps"):
+        assert set(SURGERY_RECORD) | set(EPOCH_RECORD) <= set(summary["models"][name]["unlearning"])
 
 
 def _retrain_of_another_split(retrain_ckpt: Path, folder: Path) -> Path:

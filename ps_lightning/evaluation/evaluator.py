@@ -2,8 +2,9 @@
 
 One pass over the forget, retain, test and calibration splits runs every listed model on the
 same batches. It writes ``metrics.json`` and a markdown ``table.md`` in its run directory
-(the run's summary prints the table: `ps_lightning.console.run_summary`), and logs the table's
-numbers, per-class accuracy, figures, the table as text and an HParams row per model to
+(the run's summary prints the table: `ps_lightning.console.run_summary`), the comparison chart
+``comparison.png`` with the data it draws, ``comparison.json``, and logs the table's numbers,
+figures (per-class accuracy among them), the table as text and an HParams row per model to
 TensorBoard (the tags: `ps_lightning.evaluation.tensorboard_log`).
 """
 
@@ -16,20 +17,18 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
+from matplotlib.figure import Figure
 from torch import nn
 
 from ps_lightning.console import progress, trainer_progress
 from ps_lightning.data.datamodule import UnlearningDataModule
 from ps_lightning.distributed import gather_rows
-from ps_lightning.evaluation.figures import confusion_matrix
+from ps_lightning.evaluation.comparison import attack_scored_samples, comparison_data
+from ps_lightning.evaluation.figures import comparison_figure, confusion_matrix
 from ps_lightning.evaluation.probes import linear_probe_accuracy, relearn_steps
 from ps_lightning.evaluation.report import markdown_table
-from ps_lightning.evaluation.tensorboard_log import (
-    log_to_tensorboard,
-    per_class_scalars,
-    table_scalars,
-)
-from ps_lightning.files import atomic_write_json, atomic_write_text
+from ps_lightning.evaluation.tensorboard_log import log_to_tensorboard, table_scalars
+from ps_lightning.files import atomic_write, atomic_write_json, atomic_write_text
 from ps_lightning.metrics import MemberPick, gaps_to_retrain, split_metrics
 from ps_lightning.models.classifier import load_classifier
 from ps_lightning.models.record import ClassifierRecord
@@ -171,11 +170,23 @@ class UnlearningEvaluator(L.LightningModule):
             "num_retain": dm.manifest["num_retain"],
             "target_classes": target_classes,
             "retrain": retrain,
+            # What each attack's accuracy is scored on: how far from 0.5 chance may reach.
+            "attack_scored_samples": attack_scored_samples(
+                len(labels["retain"]), len(labels["calibration"])
+            ),
             "models": results,
         }
         table = markdown_table(summary)
-        self._log(summary, logits, labels, table)
+        comparison = comparison_data(summary)
+        figure = comparison_figure(comparison)
         log_dir = self.trainer.log_dir
+        if self.trainer.is_global_zero and log_dir:
+            # Before metrics.json, which marks the run finished.
+            atomic_write_json(Path(log_dir) / "comparison.json", comparison)
+            atomic_write(
+                Path(log_dir) / "comparison.png", lambda f: figure.savefig(f, format="png")
+            )
+        self._log(summary, logits, labels, table, figure)
         if self.trainer.is_global_zero and log_dir:
             atomic_write_json(Path(log_dir) / METRICS_NAME, summary)
             atomic_write_text(Path(log_dir) / "table.md", table)
@@ -207,13 +218,13 @@ class UnlearningEvaluator(L.LightningModule):
                 max_steps=self.hparams.relearn_max_steps,
             )
 
-    def _log(self, summary: dict[str, Any], logits: dict, labels: dict, table: str) -> None:
+    def _log(
+        self, summary: dict[str, Any], logits: dict, labels: dict, table: str, comparison: Figure
+    ) -> None:
         if self.logger is None or not self.trainer.is_global_zero:
             return
         # Straight to the logger: these are computed once from gathered outputs, not per batch.
         self.logger.log_metrics(table_scalars(summary), step=0)
-        for class_index, scalars in per_class_scalars(summary).items():
-            self.logger.log_metrics(scalars, step=class_index)
         if not isinstance(self.logger, TensorBoardLogger):
             return
         num_classes = self.trainer.datamodule.num_classes
@@ -222,5 +233,10 @@ class UnlearningEvaluator(L.LightningModule):
             for name in summary["models"]
         }
         log_to_tensorboard(
-            self.logger.experiment, summary, test_confusion, table, self.hparams.original
+            self.logger.experiment,
+            summary,
+            comparison,
+            test_confusion,
+            table,
+            self.hparams.original,
         )

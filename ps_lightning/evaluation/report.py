@@ -20,6 +20,13 @@ COLUMNS = (
 )
 
 
+def finite(value: object) -> float | None:
+    """A table number as a float, or None where there is none (missing, NaN, not a number)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        return None
+    return float(value)
+
+
 def _number(value: float | None, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"

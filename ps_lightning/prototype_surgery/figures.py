@@ -60,11 +60,13 @@ def early_stop_note(record: dict[str, Any]) -> str | None:
 
 
 def soft_label_figure(targets: torch.Tensor, labels: torch.Tensor, max_rows: int = 32) -> Figure:
-    """The soft-label targets of (up to ``max_rows``) forget samples, true class marked."""
+    """The soft-label targets of (up to ``max_rows``) forget samples, true class marked, with a
+    colour bar: without it a reader cannot tell a runner-up's 0.4 from 0.9."""
     shown = targets[:max_rows].float().cpu()
-    figure = Figure(figsize=(6, 0.25 * len(shown) + 1.2))
+    figure = Figure(figsize=(7, 0.25 * len(shown) + 1.6))
     axes = figure.subplots()
-    axes.imshow(shown.numpy(), cmap="viridis", aspect="auto", vmin=0, vmax=1)
+    image = axes.imshow(shown.numpy(), cmap="viridis", aspect="auto", vmin=0, vmax=1)
+    figure.colorbar(image, ax=axes, label="target probability")
     axes.scatter(labels[:max_rows].cpu().numpy(), range(len(shown)), marker="x", color="red", s=12)
     axes.set(xlabel="class (x: true class)", ylabel="forget sample", title="PS soft labels")
     figure.tight_layout()
