@@ -65,7 +65,6 @@ class ImageClassifier(L.LightningModule):
         self.split_accuracy = nn.ModuleDict(
             {split: MulticlassAccuracy(num_classes, average="micro") for split in EVAL_SPLITS}
         )
-        self.class_accuracy = MulticlassAccuracy(num_classes, average=None)
 
     # Whether a checkpoint's registry name and init arguments rebuild it (the user's own network
     # needs the live module instead), and so whether the harness can train it by name.
@@ -109,7 +108,6 @@ class ImageClassifier(L.LightningModule):
         for metric in (
             self.train_loss,
             self.train_accuracy,
-            self.class_accuracy,
             *self.split_accuracy.values(),
         ):
             metric.reset()
@@ -136,19 +134,12 @@ class ImageClassifier(L.LightningModule):
         metric = self.split_accuracy[split]
         metric(logits, labels)
         self.log(f"{stage}/{split}_acc", metric, add_dataloader_idx=False, prog_bar=split == "test")
-        if stage == "test" and split == "test":
-            self.class_accuracy.update(logits, labels)
 
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._eval_step("val", batch, dataloader_idx)
 
     def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._eval_step("test", batch, dataloader_idx)
-
-    def on_test_epoch_end(self) -> None:
-        per_class = self.class_accuracy.compute()
-        self.log_dict({f"test_class/{c}": acc for c, acc in enumerate(per_class)})
-        self.class_accuracy.reset()
 
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]
