@@ -1,8 +1,10 @@
-"""What a run prints: Lightning's noise filtered in one place, progress bars with an ETA, and
-the summary every run ends with.
+"""What a run prints: Lightning's noise filtered in one place, progress bars with an ETA on a
+terminal (a line per epoch elsewhere), and the summary every run ends with.
 
 The summary is read back from what the run recorded (``split.json``, ``timing.json``, the
-result checkpoint's record, ``table.md``), never from a second bookkeeping.
+result checkpoint's record, ``table.md``), never from a second bookkeeping; only the result's
+accuracy is handed to it, measured by the step (`ps_lightning.steps`) while the model is in
+memory.
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ import sys
 import time
 import warnings
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import lightning as L
 from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from tqdm import tqdm
 
 from ps_lightning.files import safe_torch_load
@@ -60,6 +65,16 @@ NOISE_INFO: dict[str, str] = {
     "weights_only default": r"`weights_only` was not set, defaulting to `False`",
     # The classifiers bring their own ModelCheckpoint (checkpoints/last.ckpt) by design.
     "callbacks override": r"The following callbacks returned in `LightningModule\.configure_cal",
+    # LightningCLI seeds every run, 0 unless told otherwise, and says so on every run; the seed
+    # is in the run's config.yaml (seed_everything), whoever chose it.
+    "seed set": r"(\[rank: \d+\] )?Seed set to ",
+}
+
+# Lines that a run's summary repeats: dropped while a command runs (`summary_repeats_quiet`),
+# kept for the Python API, which prints no summary.
+SUMMARY_REPEATS: dict[str, str] = {
+    # PS's "kept the starting head" outcome, the summary's "early stop" line.
+    "early stop": r"PS's early stop ",
 }
 
 # The loggers Lightning's rank_zero_info and its checkpoint connector write to.
@@ -68,6 +83,8 @@ LIGHTNING_LOGGERS = (
     "lightning.fabric.utilities.rank_zero",
     "lightning.pytorch.trainer.connectors.checkpoint_connector",
     "lightning.pytorch.trainer.connectors.callback_connector",
+    # seed_everything's own logger ("Seed set to 0").
+    "lightning.fabric.utilities.seed",
 )
 
 
@@ -78,6 +95,27 @@ class _NoiseFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not self.pattern.match(record.getMessage())
+
+
+class _SummaryRepeatFilter(_NoiseFilter):
+    """Drops the log records whose message the run's summary repeats (``SUMMARY_REPEATS``)."""
+
+    pattern = re.compile("|".join(f"(?:{p})" for p in SUMMARY_REPEATS.values()))
+
+
+@contextmanager
+def summary_repeats_quiet() -> Iterator[None]:
+    """While a command's step runs, the lines its summary repeats are not printed twice; the
+    filters go when it ends, so that a Python API call in the same process still logs them."""
+    loggers = [logging.getLogger(name) for name in LIGHTNING_LOGGERS]
+    added = _SummaryRepeatFilter()
+    for logger in loggers:
+        logger.addFilter(added)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(added)
 
 
 def quiet_known_noise() -> None:
@@ -117,10 +155,12 @@ def progress(
 
 def trainer_progress(trainer: L.Trainer | None) -> bool:
     """Whether work inside a Trainer shows a bar: as Lightning's own, only with the Trainer's
-    progress bar enabled, and on global rank 0."""
-    return (
-        trainer is not None and trainer.is_global_zero and trainer.progress_bar_callback is not None
-    )
+    progress bar enabled and drawing (`RunProgressBar` draws none off a terminal), and on
+    global rank 0."""
+    if trainer is None or not trainer.is_global_zero:
+        return False
+    bar = trainer.progress_bar_callback
+    return bar is not None and bar.is_enabled
 
 
 class StepProgress:
@@ -170,13 +210,46 @@ def _seconds(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f} s"
 
 
-def run_summary(subcommand: str, run_dir: Path, wall_seconds: float) -> str:
-    """The lines a run ends with: request, where its result went, fit and wall time, what PS's
-    early stop did and, for ``test``, the comparison table."""
+@dataclass(frozen=True)
+class ResultAccuracy:
+    """A fit's result scored on the forget set, the retain set's validation subset and the
+    test set (the datamodule's ``forget``, ``retain_val`` and ``test`` splits, as a training
+    run's curves are): the summary's ``accuracy`` line. ``None``: that split was not scored.
+
+    ``samples``: how many samples each was scored on, or ``None`` for the scores of the last
+    validation epoch (a training run's, which the summary does not recompute).
+    """
+
+    forget: float | None
+    retain: float | None
+    test: float | None
+    samples: tuple[int | None, int | None, int | None] | None = None
+
+    def text(self) -> str:
+        """The summary's line: each score to three places ("–" where not scored), then on how
+        many samples, so that a subset (``retain_val``) or a short validation says so."""
+        named = (("forget", self.forget), ("retain", self.retain), ("test", self.test))
+        scores = ", ".join(
+            f"{name} {'–' if value is None else f'{value:.3f}'}" for name, value in named
+        )
+        if self.samples is None:
+            return f"{scores} (the last validation epoch)"
+        counts = ["–" if n is None else str(n) for n in self.samples]
+        return f"{scores} (of {counts[0]}, {counts[1]} and {counts[2]} samples)"
+
+
+def run_summary(
+    subcommand: str, run_dir: Path, wall_seconds: float, accuracy: ResultAccuracy | None = None
+) -> str:
+    """The lines a run ends with: request, the result's accuracy (``accuracy``, a fit's), where
+    the result went, fit and wall time (``wall_seconds``: the whole command's), what PS's early
+    stop did and, for ``test``, the comparison table."""
     lines = [f"ps-lightning {subcommand}: done in {wall_seconds:.1f} s (wall time)"]
     manifest_path = run_dir / "split.json"
     if manifest_path.is_file():
         lines.append(f"  request     {request_text(json.loads(manifest_path.read_text()))}")
+    if accuracy is not None:
+        lines.append(f"  accuracy    {accuracy.text()}")
     result = run_dir / "checkpoints" / "model.ckpt"
     if result.is_file():
         lines.append(f"  result      {result}")
@@ -199,16 +272,70 @@ def run_summary(subcommand: str, run_dir: Path, wall_seconds: float) -> str:
     return "\n".join(lines)
 
 
-def print_summary(subcommand: str, run_dir: Path, wall_seconds: float) -> None:
-    print(run_summary(subcommand, run_dir, wall_seconds), file=sys.stdout, flush=True)
+def print_summary(
+    subcommand: str, run_dir: Path, wall_seconds: float, accuracy: ResultAccuracy | None = None
+) -> None:
+    """`run_summary` on stdout, flushed: the last thing a run prints, after any bar."""
+    print(run_summary(subcommand, run_dir, wall_seconds, accuracy), file=sys.stdout, flush=True)
 
 
 class RunProgressBar(TQDMProgressBar):
     """Lightning's progress bar without ``v_num``: Lightning shows the last four characters of
     the logger's version, here the run name (``inal`` for ``original``); the run folder is in
-    the summary instead."""
+    the summary instead.
+
+    Off a terminal (``terminal``: whether stdout is one, by default) tqdm's redrawn frames
+    would pile up in a log file or a pipe as fragments: no bar is drawn there, and a training
+    epoch's metrics are written as one line instead, at most one every ``line_interval``
+    seconds (PS runs 50 epochs in a second; a CIFAR-10 epoch takes a minute).
+    """
+
+    line_interval = 10.0
+
+    def __init__(self, terminal: bool | None = None) -> None:
+        super().__init__()
+        self.terminal = sys.stdout.isatty() if terminal is None else terminal
+        if not self.terminal:
+            self.disable()
+        self._last_line = 0.0
+        self._lines_for = 0  # the epochs done when the last line was written
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)
         return metrics
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._last_line = time.perf_counter()
+        # A resumed run starts with its earlier epochs done.
+        self._lines_for = trainer.fit_loop.epoch_progress.current.completed
+
+    # An epoch's line is written once its metrics are all in: the module logs its own in its
+    # on_train_epoch_end, which Lightning calls after the callbacks'.
+    def on_train_epoch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        self._epoch_line(trainer, trainer.lightning_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        self._epoch_line(trainer, pl_module)
+
+    def _epoch_line(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        done = trainer.fit_loop.epoch_progress.current.completed
+        now = time.perf_counter()
+        if (
+            self.terminal
+            or not trainer.is_global_zero
+            or done <= self._lines_for
+            or now - self._last_line < self.line_interval
+        ):
+            return
+        self._last_line, self._lines_for = now, done
+        total = trainer.max_epochs
+        of = f"/{total}" if total is not None and total > 0 else ""
+        metrics = ", ".join(
+            f"{name} {Tqdm.format_num(value)}"
+            for name, value in self.get_metrics(trainer, pl_module).items()
+        )
+        print(f"epoch {done}{of} done{': ' + metrics if metrics else ''}", flush=True)

@@ -1,7 +1,9 @@
-"""RunTimer: wall time and peak memory of every fit, written beside its checkpoint."""
+"""RunTimer: wall time and peak memory of every fit, written beside its checkpoint; and when
+the process began, for the wall time a run's summary reports."""
 
 from __future__ import annotations
 
+import os
 import resource
 import sys
 import time
@@ -19,6 +21,25 @@ def peak_host_memory_mib() -> float:
     """The process's peak resident memory so far (ru_maxrss is KiB on Linux, bytes on macOS)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def process_started() -> float | None:
+    """When this process began, on the `time.perf_counter` clock, or ``None`` where the system
+    does not say (only Linux's ``/proc`` is read).
+
+    A command's wall time counts from here: interpreter start-up and ``import lightning`` (most
+    of a short run's seconds) included, as the user waited for them. The kernel records the
+    start in clock ticks (10 ms) after boot, on the clock ``CLOCK_BOOTTIME`` reads.
+    """
+    try:
+        stat = Path("/proc/self/stat").read_text()
+        # Field 22 is the start time; the command name (field 2) may hold spaces and
+        # parentheses, so the fields are counted after its closing one (field 3 onwards).
+        start_ticks = int(stat.rsplit(")", 1)[1].split()[19])
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+    return time.perf_counter() - age
 
 
 class RunTimer(L.Callback):

@@ -171,3 +171,16 @@ def test_console_script_exits_with_status_zero(console_run) -> None:
     returncode = process.wait(timeout=300)
     assert returncode == 0, (workdir / "output.log").read_text()[-3000:]
     assert (workdir / "runs" / "digits" / "console" / "checkpoints" / "model.ckpt").is_file()
+
+
+def test_the_console_scripts_run_prints_its_summary_without_seed_or_model_summary(
+    console_run,
+) -> None:
+    process, workdir = console_run
+    assert process.wait(timeout=300) == 0
+    output = (workdir / "output.log").read_text()
+    assert "Seed set to" not in output
+    assert "Trainable params" not in output  # Lightning's model summary: only when asked for
+    summary = output[output.index("ps-lightning fit: done in") :].splitlines()
+    accuracy = next(line for line in summary if line.startswith("  accuracy    "))
+    assert accuracy.endswith("(the last validation epoch)")

@@ -1,5 +1,6 @@
-"""What runs print: the summary each run ends with, none of Lightning's noise, progress bars
-where work is long, and a one-line error for a reused run folder."""
+"""What runs print: the summary each run ends with (the result's accuracy, the whole command's
+wall time), none of Lightning's noise, progress bars on a terminal and plain lines elsewhere,
+and a one-line error for a reused run folder."""
 
 from __future__ import annotations
 
@@ -7,33 +8,41 @@ import contextlib
 import io
 import json
 import logging
-import re
+import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
+from lightning.pytorch.utilities import rank_zero_info
 from unlearning_fixtures import (
     CONFIGS,
     DEFAULT_NUM_FORGET,
     Original,
-    naive_in_child,
     original,  # noqa: F401  (a fixture)
     retrain_ckpt,  # noqa: F401  (a fixture)
     run_cli,
+    tensorboard_events,
 )
 
 from ps_lightning import cli, steps
 from ps_lightning.console import (
+    ResultAccuracy,
     RunProgressBar,
     StepProgress,
     progress,
     quiet_known_noise,
     run_summary,
+    summary_repeats_quiet,
     trainer_progress,
 )
+from ps_lightning.data import DigitsDataModule
 from ps_lightning.files import atomic_torch_save, atomic_write_json
+from ps_lightning.metrics import accuracy
+from ps_lightning.models import ImageClassifier
 
 # Lines of Lightning's noise a plain run printed before (issue 13), as they read.
 NOISE_LINES = (
@@ -52,29 +61,58 @@ NOISE_LINES = (
     "module(s) in eval mode",
     "v_num",
     "weights_only` was not set",
+    "Seed set to",
+    # Lightning's model summary, shown only when asked for.
+    "Trainable params",
+)
+# What a child prints before the command starts: the seconds its interpreter and `import
+# lightning` took, which the command's wall time must count.
+BEFORE_THE_COMMAND = (
+    "import sys, time; began = time.perf_counter(); time.sleep(1); import lightning; "
+    "print('before the command', time.perf_counter() - began, flush=True); "
+    "from ps_lightning.cli import main; sys.exit(main())"
 )
 
 
 @pytest.fixture(scope="module")
 def naive_child_run(original: Original, tmp_path_factory: pytest.TempPathFactory):  # noqa: F811
-    """A digits Naive PS run through the real command in a child process, its progress bar on
-    (as by default), stdout and stderr captured together."""
+    """A digits Naive PS run through the real command in a child process, as a user launches
+    it, its progress bar on (as by default) and its output into a pipe, stdout and stderr
+    together; the child sleeps a second and imports Lightning before the command starts."""
     folder = tmp_path_factory.mktemp("naive-child")
-    return naive_in_child(original.copy_to(folder / "original"), original.manifest, folder)
+    command = [
+        sys.executable, "-c", BEFORE_THE_COMMAND,
+        "fit",
+        "--config", str(CONFIGS / "naive_ps.yaml"),
+        "--run", "naive",
+        "--model.init_args.original_ckpt", str(original.copy_to(folder / "original")),
+        "--data.init_args.split_manifest", str(original.manifest),
+        "--trainer.logger.init_args.save_dir", str(folder / "runs"),
+    ]  # fmt: skip
+    started = time.perf_counter()
+    finished = subprocess.run(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=folder
+    )
+    outside = time.perf_counter() - started
+    assert finished.returncode == 0, finished.stdout[-3000:]
+    return finished.stdout, folder / "runs" / "digits" / "naive", outside
+
+
+def summary_fields(output: str) -> dict[str, str]:
+    """The summary's ``  <label, 12 wide><value>`` lines by label, and its first line's."""
+    summary = output[output.index("ps-lightning fit: done in") :].splitlines()
+    fields = {line[2:14].strip(): line[14:] for line in summary[1:] if line.strip()}
+    return {"": summary[0], **fields}
 
 
 def test_a_naive_ps_run_prints_none_of_lightnings_noise(naive_child_run) -> None:
-    output, _ = naive_child_run
+    output, _, _ = naive_child_run
     assert [line for line in NOISE_LINES if line in output] == []
-    # Lightning's other lines still pass: the filters are by name, not a blanket silence.
-    assert "Seed set to 0" in output
 
 
 def test_a_naive_ps_run_ends_with_its_summary(naive_child_run) -> None:
-    output, run_dir = naive_child_run
-    summary = output[output.index("ps-lightning fit: done in") :].splitlines()
-    # "  <label, 12 wide><value>"
-    fields = {line[2:14].strip(): line[14:] for line in summary[1:] if line.strip()}
+    output, run_dir, _ = naive_child_run
+    fields = summary_fields(output)
     expected_request = (
         f"digits, classes (classes [1], ratio 0.1, seed 209): forget {DEFAULT_NUM_FORGET} "
         "samples, retain 1422"
@@ -87,10 +125,48 @@ def test_a_naive_ps_run_ends_with_its_summary(naive_child_run) -> None:
     assert "early stop" not in fields  # Naive PS has no early stop
 
 
-def test_the_feature_pass_shows_a_bar_when_the_trainers_bar_is_on(naive_child_run) -> None:
-    output, _ = naive_child_run
-    # tqdm's frames: count of batches out of the pass's total, elapsed<remaining.
-    assert re.search(r"feature pass: +0%\|.*\| 0/\d+ \[00:00<\?", output)
+def scores_of(checkpoint: Path, manifest: Path) -> tuple[list[str], list[int]]:
+    """A result checkpoint's accuracy on the forget, retain-validation and test splits, read
+    afresh from the file (as the summary prints them) and the splits' sample counts."""
+    model = ImageClassifier.load_from_checkpoint(checkpoint, map_location="cpu").eval()
+    data = DigitsDataModule(split_manifest=str(manifest))
+    scores, counts = [], []
+    for split in ("forget", "retain_val", "test"):
+        images, labels = data.samples(split).tensors
+        with torch.no_grad():
+            logits = model(data.model_input(images))
+        scores.append(f"{accuracy(logits, labels):.3f}")
+        counts.append(len(labels))
+    return scores, counts
+
+
+def test_the_summary_gives_the_results_forget_retain_and_test_accuracy(naive_child_run) -> None:
+    output, run_dir, _ = naive_child_run
+    scores, counts = scores_of(run_dir / "checkpoints" / "model.ckpt", run_dir / "split.json")
+    assert summary_fields(output)["accuracy"] == (
+        f"forget {scores[0]}, retain {scores[1]}, test {scores[2]} "
+        f"(of {counts[0]}, {counts[1]} and {counts[2]} samples)"
+    )
+
+
+def test_the_summary_counts_the_whole_commands_wall_time(naive_child_run) -> None:
+    output, run_dir, outside = naive_child_run
+    reported = float(summary_fields(output)[""].split("done in ")[1].split(" s")[0])
+    timing = json.loads((run_dir / "timing.json").read_text())
+    # The child's own clock when the command began: a second of sleep and Lightning's import
+    # behind it, which the run's own span (set-up, fit, summary) leaves out.
+    before = next(line for line in output.splitlines() if line.startswith("before the command"))
+    waited = float(before.split()[-1])
+    assert waited > 1.0
+    assert waited + timing["fit_seconds"] - 0.1 <= reported <= outside + 0.1
+
+
+def test_a_run_into_a_pipe_prints_no_progress_bar_fragments(naive_child_run) -> None:
+    output, _, _ = naive_child_run
+    # tqdm's frames: carriage returns, "|####| n/N [elapsed<remaining, rate]".
+    assert "\r" not in output
+    assert "it/s]" not in output
+    assert "feature pass" not in output
 
 
 def test_an_unlisted_warning_and_log_line_still_pass() -> None:
@@ -135,11 +211,13 @@ def test_the_summary_reads_request_result_times_and_the_early_stop_from_the_run(
     tmp_path: Path,
 ) -> None:
     record = {"early_stop_outcome": "stopped training at epoch 7; kept the head of step 12"}
-    text = run_summary("fit", _fake_run(tmp_path, record), wall_seconds=9.25)
+    scored = ResultAccuracy(0.0004, 0.9876, None, samples=(6000, 2000, None))
+    text = run_summary("fit", _fake_run(tmp_path, record), wall_seconds=9.25, accuracy=scored)
     assert text.splitlines() == [
         "ps-lightning fit: done in 9.2 s (wall time)",
         "  request     fashion_mnist, random (ratio 0.1, seed 3): forget 6000 samples, "
         "retain 54000",
+        "  accuracy    forget 0.000, retain 0.988, test – (of 6000, 2000 and – samples)",
         f"  result      {tmp_path / 'checkpoints' / 'model.ckpt'}",
         f"  run folder  {tmp_path}",
         "  fit time    2.50 s on cuda:0 (peak host memory 1234 MiB)",
@@ -212,11 +290,76 @@ def test_a_bar_shows_count_and_eta_only_when_enabled(capsys: pytest.CaptureFixtu
 
 
 def test_work_inside_a_trainer_shows_a_bar_as_lightnings_own_does() -> None:
-    bar = object()
+    bar = RunProgressBar(terminal=True)
     assert trainer_progress(SimpleNamespace(is_global_zero=True, progress_bar_callback=bar))
     assert not trainer_progress(SimpleNamespace(is_global_zero=True, progress_bar_callback=None))
     assert not trainer_progress(SimpleNamespace(is_global_zero=False, progress_bar_callback=bar))
     assert not trainer_progress(None)
+    # Off a terminal the Trainer's bar draws nothing, and neither does the work inside it.
+    piped = RunProgressBar(terminal=False)
+    assert not trainer_progress(SimpleNamespace(is_global_zero=True, progress_bar_callback=piped))
+
+
+def test_the_progress_bar_draws_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    assert RunProgressBar().is_enabled
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
+    assert not RunProgressBar().is_enabled
+
+
+def test_off_a_terminal_each_training_epoch_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(RunProgressBar, "line_interval", 0.0)  # every epoch, however quick
+    command = [
+        "fit",
+        "--config", str(CONFIGS / "original.yaml"),
+        "--trainer.logger.init_args.save_dir", str(tmp_path),
+        "--trainer.max_epochs", "2",
+        "--trainer.limit_train_batches", "1",
+        "--trainer.limit_val_batches", "1",
+        "--trainer.num_sanity_val_steps", "0",
+    ]  # fmt: skip
+    built = steps.run_step(command)
+    assert built is not None
+    printed = capsys.readouterr()
+    lines = [line for line in printed.out.splitlines() if line.startswith("epoch ")]
+    assert [line.split(":")[0] for line in lines] == ["epoch 1/2 done", "epoch 2/2 done"]
+    # Each with that epoch's own metrics, as TensorBoard has them (3 significant digits).
+    events = tensorboard_events(tmp_path / "digits" / "run")
+    for epoch, line in enumerate(lines):
+        shown = dict(item.rsplit(" ", 1) for item in line.split(": ", 1)[1].split(", "))
+        assert sorted(shown) == ["train/loss", "val/test_acc"]
+        for tag, value in shown.items():
+            assert float(value) == pytest.approx(events.Scalars(tag)[epoch].value, abs=0.006)
+    assert "it/s]" not in printed.out + printed.err and "\r" not in printed.out + printed.err
+    # A training run's summary gives the scores its last validation epoch logged.
+    logged = [
+        float(built.trainer.callback_metrics[f"val/{s}_acc"]) for s in ("forget", "retain", "test")
+    ]
+    assert summary_fields(printed.out)["accuracy"] == (
+        f"forget {logged[0]:.3f}, retain {logged[1]:.3f}, test {logged[2]:.3f} "
+        "(the last validation epoch)"
+    )
+
+
+def test_an_early_stop_message_is_printed_once_by_a_command_and_kept_by_the_api() -> None:
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
+    loggers = [
+        logging.getLogger(f"lightning.{p}.utilities.rank_zero") for p in ("pytorch", "fabric")
+    ]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        with summary_repeats_quiet():  # a command's step: its summary says it
+            rank_zero_info("PS's early stop kept the starting head (ps_kept_start_state): ...")
+        rank_zero_info("PS's early stop kept the starting head (ps_kept_start_state): ...")
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+    assert records == ["PS's early stop kept the starting head (ps_kept_start_state): ..."]
 
 
 def test_step_progress_counts_cached_steps_as_done_but_not_in_the_rate() -> None:

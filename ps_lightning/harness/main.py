@@ -30,8 +30,11 @@ the report seeds (``--seeds``), whose results alone fill the tables.
 from __future__ import annotations
 
 import argparse
+import textwrap
 import time
 from pathlib import Path
+
+from jsonargparse import ActionConfigFile, ArgumentParser, DefaultHelpFormatter
 
 from ps_lightning.console import StepProgress
 from ps_lightning.files import atomic_write_json, atomic_write_text
@@ -44,17 +47,39 @@ from ps_lightning.models import ARCHITECTURES
 Methods = dict[str, tuple[str, list[str]]]
 
 
-def bench_parser() -> argparse.ArgumentParser:
-    """The options of ``ps-lightning bench``."""
-    parser = argparse.ArgumentParser(
+# The options that name a folder or file: parsed as text (the help then says `type: str`, not
+# a class's repr) and made paths once parsed.
+PATH_OPTIONS = ("runs_dir", "configs", "out", "grid")
+
+
+class _HelpFormatter(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """LightningCLI's help (each option's type and default, `--config`, `--print_config`)
+    under the harness's description as written."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        # Never inside a flag or a folder name (argparse would cut `--trainer-arg` at its dash).
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
+def bench_parser() -> ArgumentParser:
+    """The options of ``ps-lightning bench``, parsed as LightningCLI parses the steps' (by
+    jsonargparse): the same help, and every option also from a YAML file (``--config``)."""
+    parser = ArgumentParser(
         prog="ps-lightning bench",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument(
+        "-c",
+        "--config",
+        action=ActionConfigFile,
+        help="a YAML file of these options, each under its name with underscores "
+        "(runs_dir: ..., max_epochs: ...); options given after it override it",
     )
     parser.add_argument(
         "--dataset",
         default="digits",
-        help="the configs folder <configs>/<dataset>/ to run (default: digits)",
+        help="the configs folder CONFIGS/<dataset>/ to run",
     )
     parser.add_argument(
         "--seeds",
@@ -62,22 +87,22 @@ def bench_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=[0, 1, 2, 3, 4],
         help="report seeds: each trains its original model (seed_everything) and draws the "
-        "requests (default: 0 1 2 3 4)",
+        "requests",
     )
     parser.add_argument(
         "--scenarios",
         nargs="+",
         default=list(SCENARIOS),
         choices=list(SCENARIOS),
-        help="request kinds: subclass (10%% of class 1), random (10%% of the training set), "
-        "wholeclass (all of class 1); default: all three",
+        help="request kinds: subclass (10% of class 1), random (10% of the training set), "
+        "wholeclass (all of class 1)",
     )
     parser.add_argument(
         "--methods",
         nargs="+",
         default=None,
         help=f"methods beside original and retrain, from {', '.join(METHOD_CONFIGS)} "
-        "(default: all; ps_paper only where the paper has values for the dataset)",
+        "(null: all; ps_paper only where the paper has values for the dataset)",
     )
     parser.add_argument(
         "--variant",
@@ -87,24 +112,24 @@ def bench_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--runs-dir",
-        type=Path,
-        default=Path("runs/bench"),
-        help="where every step's run folder goes, <runs-dir>/<dataset>/<step>-<hash>/, the "
-        "cache a resumed benchmark reuses (default: runs/bench)",
+        type=str,
+        default="runs/bench",
+        help="where every step's run folder goes, RUNS_DIR/<dataset>/<step>-<hash>/, the "
+        "cache a resumed benchmark reuses",
     )
     parser.add_argument(
         "--configs",
-        type=Path,
-        default=Path("configs"),
-        help="the folder of the datasets' configs, <configs>/<dataset>/*.yaml (default: configs "
-        "in the working directory: run from the repository root)",
+        type=str,
+        default="configs",
+        help="the folder of the datasets' configs, CONFIGS/<dataset>/*.yaml (by default the "
+        "one in the working directory: run from the repository root)",
     )
     parser.add_argument(
         "--out",
-        type=Path,
+        type=str,
         default=None,
-        help="where the tables go, replacing those there: <out>/<dataset>-<scenario>.{md,json} "
-        "and, with --grid, <out>/<dataset>-selection.{md,json} (default: <runs-dir>/results; "
+        help="where the tables go, replacing those there: OUT/<dataset>-<scenario>.{md,json} "
+        "and, with --grid, OUT/<dataset>-selection.{md,json} (null: RUNS_DIR/results; "
         "make bench passes benchmarks/results, the committed tables)",
     )
     parser.add_argument(
@@ -133,7 +158,7 @@ def bench_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--grid",
-        type=Path,
+        type=str,
         default=None,
         help="YAML {method: {model_init_arg: [values]}}: select each method's values first",
     )
@@ -164,7 +189,12 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, Methods, dict[str
     """The command's arguments, every method it runs and the grid of the methods it selects;
     an option that cannot run exits with the parser's error before any step."""
     parser = bench_parser()
-    args = parser.parse_args(argv)
+    parsed = parser.parse_args(argv).as_dict()
+    parsed.pop("config", None)  # the files read, already applied
+    for name in PATH_OPTIONS:
+        parsed[name] = None if parsed[name] is None else Path(parsed[name])
+    # What the harness reads is a plain argparse namespace, however the options were given.
+    args = argparse.Namespace(**parsed)
     offered = method_configs(args.dataset)
     args.methods = list(offered) if args.methods is None else args.methods
     unknown = [m for m in args.methods if m not in offered]
