@@ -1,8 +1,8 @@
 """Prototype Surgery (docs/design.md §2–3): the Lightning module (`ps_module`), the closed-form
 surgery (`closed_form`) and the soft labels (`soft_labels`) over plain tensors, the surgery
-ledger (`ledger`) and its lease across hosts (`lease`), Naive PS on the running module with its ledger transaction and cumulative
-requests (`naive_surgery`), the early stop (`early_stop`), and the threads of head-sized work
-(`threads`)."""
+ledger (`ledger`) and its lease across hosts (`lease`), Naive PS on the running module with its
+ledger transaction and cumulative requests (`naive_surgery`), the early stop (`early_stop`),
+and the threads of head-sized work (`threads`)."""
 
 from __future__ import annotations
 
