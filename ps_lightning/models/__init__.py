@@ -1,6 +1,7 @@
 """Backbones as LightningModules on one shared classifier base, and a registry of them."""
 
 from ps_lightning.models.classifier import ARCHITECTURES, ImageClassifier, load_classifier
+from ps_lightning.models.device_speed import ChannelsLast, CompileNetwork
 from ps_lightning.models.initial_head import InitialHead, RecordInitialHead
 from ps_lightning.models.timm_classifier import TimmClassifier
 from ps_lightning.models.torchvision_classifier import TorchvisionClassifier
@@ -18,7 +19,9 @@ from ps_lightning.models.zoo import (
 __all__ = [
     "ARCHITECTURES",
     "VGG16",
+    "ChannelsLast",
     "CifarResNet",
+    "CompileNetwork",
     "ImageClassifier",
     "InitialHead",
     "LeNet5",
