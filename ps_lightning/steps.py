@@ -13,7 +13,6 @@ from __future__ import annotations
 import atexit
 import errno
 import functools
-import importlib
 import subprocess
 import sys
 import time
@@ -23,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 import torch.distributed as dist
 import yaml
 from lightning.pytorch.callbacks import Callback, ProgressBar
@@ -36,7 +34,6 @@ import ps_lightning.models
 import ps_lightning.prototype_surgery.ps_module
 import ps_lightning.unlearning  # noqa: F401
 from ps_lightning.console import (
-    ResultAccuracy,
     RunProgressBar,
     print_summary,
     quiet_known_noise,
@@ -44,11 +41,10 @@ from ps_lightning.console import (
 )
 from ps_lightning.data.datamodule import UnlearningDataModule
 from ps_lightning.files import MACHINE_ERRNOS, atomic_write_text
-from ps_lightning.metrics import accuracy
-from ps_lightning.prototype_surgery.ps_module import PSUnlearnModule
+from ps_lightning.result_accuracy import result_accuracy
 from ps_lightning.run_folder import CONFIG_NAME, check_run_name, finished_files, finished_run_error
+from ps_lightning.step_checks import refuse_foreign_optimizer, refuse_pointless_subcommand
 from ps_lightning.timing import process_started
-from ps_lightning.unlearning.unlearning_module import UnlearningModule
 
 TRAINER_DEFAULTS = {
     "logger": {
@@ -125,82 +121,6 @@ class RunFolderConfig(SaveConfigCallback):
                 "start another run (--run NAME)."
             )
         self.already_saved = True  # the resumed run keeps its own config.yaml
-
-
-def _configured_class(config: Any) -> type | None:
-    """The class a parsed ``model`` / ``data`` entry names (its ``class_path``), if any."""
-    class_path = str(config.get("class_path") or "") if hasattr(config, "get") else ""
-    module_name, _, name = class_path.rpartition(".")
-    if not module_name:
-        return None
-    found = getattr(importlib.import_module(module_name), name, None)
-    return found if isinstance(found, type) else None
-
-
-def refuse_foreign_optimizer(model: Any, optimizer: Any, lr_scheduler: Any) -> None:
-    """An unlearning method owns its optimizer (its lr, epochs and schedule are its options):
-    LightningCLI's ``--optimizer`` / ``--lr_scheduler`` would silently replace it, so they are
-    refused for one, naming the method's own options."""
-    model_class = _configured_class(model)
-    if model_class is None or (optimizer is None and lr_scheduler is None):
-        return
-    name = model_class.__name__
-    if issubclass(model_class, UnlearningModule):
-        raise ValueError(
-            f"--optimizer / --lr_scheduler: {name} owns its optimizer, which they would replace "
-            f"unrecorded; set its own options instead (--model.init_args.lr, ...; "
-            f"`--model.help {name}` lists them)."
-        )
-
-
-# What each LightningCLI subcommand runs: one of the module's hooks (predict: its own
-# predict_step, or Lightning's, which calls forward) and, for the loops that take their data
-# from the datamodule alone, its loader (fit: a method may make its own, `train_dataloader`).
-SUBCOMMAND_NEEDS: dict[str, tuple[tuple[str, ...], str | None]] = {
-    "fit": (("training_step",), None),
-    "validate": (("validation_step",), "val_dataloader"),
-    "test": (("test_step",), "test_dataloader"),
-    "predict": (("predict_step", "forward"), "predict_dataloader"),
-}
-
-
-def _defines(cls: type, base: type, hooks: tuple[str, ...]) -> bool:
-    return any(getattr(cls, hook, None) is not getattr(base, hook, None) for hook in hooks)
-
-
-def _missing(subcommand: str, model_class: type, data_class: type | None) -> str | None:
-    """What ``subcommand`` would lack to run ``model_class`` on ``data_class``, or ``None``."""
-    hooks, loader = SUBCOMMAND_NEEDS[subcommand]
-    if not _defines(model_class, L.LightningModule, hooks):
-        return f"{model_class.__name__} defines no {' or '.join(hooks)}"
-    if loader and data_class and not _defines(data_class, L.LightningDataModule, (loader,)):
-        return f"{data_class.__name__} defines no {loader}"
-    return None
-
-
-def refuse_pointless_subcommand(subcommand: str | None, model: Any, data: Any) -> None:
-    """A subcommand that has nothing to run for the configured module (``validate`` of an
-    unlearning method, ``fit`` of the evaluator, ``predict`` on a datamodule without a predict
-    loader) is refused in one line naming the subcommands that do, before anything is built;
-    Lightning would fail deep in its loop with a traceback."""
-    model_class, data_class = _configured_class(model), _configured_class(data)
-    if subcommand not in SUBCOMMAND_NEEDS or model_class is None:
-        return
-    missing = _missing(subcommand, model_class, data_class)
-    if missing is None:
-        return
-    name = model_class.__name__
-    runs = [other for other in SUBCOMMAND_NEEDS if _missing(other, model_class, data_class) is None]
-    listed = " and ".join([", ".join(runs[:-1]), runs[-1]] if len(runs) > 1 else runs)
-    where = f"it runs under {listed}" if runs else "no subcommand runs it"
-    hint = (
-        "; its result is scored by `ps-lightning test --config configs/<dataset>/evaluate.yaml`"
-        if issubclass(model_class, UnlearningModule)
-        else ""
-    )
-    raise ValueError(
-        f"`ps-lightning {subcommand}` has nothing to run for {name} ({missing}): {where}{hint}."
-    )
 
 
 class PSLightningCLI(LightningCLI):
@@ -336,74 +256,6 @@ def resolved_config(command: Sequence[str]) -> dict[str, Any]:
     return yaml.safe_load(parser.dump(parser.parse_args(list(command)), skip_none=False))
 
 
-# The splits a fit's result is scored on for its summary, as a training run's curves are.
-SUMMARY_SPLITS = ("forget", "retain_val", "test")
-# The names a training run logs them under, ``val/<name>_acc``, in the same order.
-EVAL_SUMMARY_NAMES = ("forget", "retain", "test")
-# PS keeps the frozen backbone's features of some of them (`PSUnlearnModule.cache`, by its own
-# key): its head scores those without a pass over the images.
-PS_CACHED_SPLITS = {"forget": "forget", "retain_val": "retain"}
-
-
-def _cached_rows(model: UnlearningModule, split: str) -> dict[str, torch.Tensor] | None:
-    if not isinstance(model, PSUnlearnModule):
-        return None
-    return model.cache.get(PS_CACHED_SPLITS.get(split, ""))
-
-
-@torch.no_grad()
-def _unlearned_accuracy(model: UnlearningModule, trainer: L.Trainer) -> ResultAccuracy:
-    # After fit Lightning has moved the module to the CPU: a pass over images runs on the
-    # Trainer's device again, in eval mode (BatchNorm statistics untouched), and the module is
-    # left as it was found.
-    moved_from = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    scores: list[float | None] = []
-    counts: list[int | None] = []
-    try:
-        for split in SUMMARY_SPLITS:
-            rows = _cached_rows(model, split)
-            if rows is not None:
-                device = model.model.prototypes.weight.device
-                rows = model.head_outputs(rows["features"].to(device), rows["labels"].to(device))
-            elif trainer.world_size == 1:  # a pass under several processes is a collective
-                model.to(trainer.strategy.root_device)
-                rows = model.split_features(split)
-            if rows is None:
-                scores.append(None)
-                counts.append(None)
-                continue
-            scores.append(accuracy(rows["logits"], rows["labels"]))
-            counts.append(len(rows["labels"]))
-    finally:
-        model.to(moved_from)
-        model.train(was_training)
-    forget, retain, test = scores
-    return ResultAccuracy(forget, retain, test, samples=(counts[0], counts[1], counts[2]))
-
-
-def result_accuracy(cli: PSLightningCLI) -> ResultAccuracy | None:
-    """A finished fit's result on its forget set, the retain set's validation subset and the
-    test set: what the summary reports first; ``None`` for other subcommands.
-
-    An unlearning method's result is scored on those splits, from the features PS cached
-    where it has them, by a pass over the images otherwise (on a single process; under several
-    the uncached splits are left to `ps-lightning test`). A training run's are its last
-    validation epoch's, which Lightning computed already.
-    """
-    trainer, model = cli.trainer, cli.model
-    if cli.subcommand != "fit" or trainer.interrupted:
-        return None
-    if isinstance(model, UnlearningModule):
-        return _unlearned_accuracy(model, trainer)
-    logged = [trainer.callback_metrics.get(f"val/{split}_acc") for split in EVAL_SUMMARY_NAMES]
-    if all(value is None for value in logged):
-        return None
-    forget, retain, test = (None if value is None else float(value) for value in logged)
-    return ResultAccuracy(forget, retain, test)
-
-
 def cli_main(
     args: list[str] | None = None, run: bool = True, started: float | None = None
 ) -> PSLightningCLI:
@@ -421,7 +273,8 @@ def cli_main(
     # `log_dir` is a broadcast: every process must ask, or rank 0 waits on the others alone.
     log_dir = trainer.log_dir if run else None
     if trainer.is_global_zero and log_dir:
-        scored = result_accuracy(cli)  # before the clock is read: the user waits for it too
+        # Before the clock is read: the user waits for it too.
+        scored = result_accuracy(cli.subcommand, cli.trainer, cli.model)
         print_summary(cli.subcommand or "", Path(log_dir), time.perf_counter() - started, scored)
     return cli
 

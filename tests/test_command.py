@@ -17,7 +17,8 @@ from lightning.pytorch.callbacks import ModelSummary
 
 from ps_lightning.cli import main
 from ps_lightning.harness.main import parse
-from ps_lightning.steps import refuse_pointless_subcommand, run_step
+from ps_lightning.step_checks import refuse_pointless_subcommand
+from ps_lightning.steps import run_step
 
 CONFIGS = REPO_ROOT / "configs" / "digits"
 

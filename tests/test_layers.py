@@ -18,6 +18,7 @@ FLOORS = (
     ("models",),
     ("unlearning", "evaluation"),
     ("prototype_surgery",),
+    ("step_checks", "result_accuracy"),
     ("steps", "api"),
     ("harness", "__init__"),
     ("cli",),

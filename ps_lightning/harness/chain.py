@@ -112,6 +112,9 @@ class Harness:
         command = [subcommand, "--config", str(self.configs / config), *args, *self.extra]
         resolved = resolved_config(command)
         resolved[subcommand].pop("run")  # the harness names the run after the key
+        # Where the images sit (host or accelerator) changes no number a step computes: keys of
+        # steps planned before the option existed stay valid.
+        resolved[subcommand].get("data", {}).get("init_args", {}).pop("data_on_device", None)
         text = json.dumps(resolved, sort_keys=True).replace(str(self.runs_dir), RUNS_DIR_KEY)
         digest = hashlib.sha256(text.encode()).hexdigest()
         run_dir = self.runs_dir / self.dataset / f"{run}-{digest[:12]}"
