@@ -23,16 +23,16 @@ speed on this GPU with that trainer's on its own, not two equal workloads. Never
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Any
 
 import lightning as L
 import torch
 from common import quiet_lightning, set_threads
+from gpu_check import StepTimer, TimedResNet20, random_cifar
 
 from ps_lightning.data import CIFAR10DataModule
 from ps_lightning.data.sources import Source
-from ps_lightning.models import ChannelsLast, CompileNetwork, ResNet20
+from ps_lightning.models import ChannelsLast, CompileNetwork
 
 AIRBENCH94_SAMPLES_PER_SECOND = 50_000 * 9.9 / 3.83  # published, one A100
 ROUTES: dict[str, dict[str, Any]] = {
@@ -49,37 +49,12 @@ ROUTES: dict[str, dict[str, Any]] = {
 }
 
 
-class StepTimer(L.Callback):
-    """Wall time of the training steps after ``warmup``, the device synchronised."""
-
-    def __init__(self, warmup: int, sync: bool) -> None:
-        self.warmup, self.sync, self.started, self.seconds = warmup, sync, 0.0, 0.0
-
-    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
-        if trainer.global_step == self.warmup:
-            if self.sync:
-                torch.cuda.synchronize()
-            self.started = time.perf_counter()
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.sync:
-            torch.cuda.synchronize()
-        self.seconds = time.perf_counter() - self.started
-
-
-def random_cifar(n: int) -> Source:
-    generator = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=generator)
-    labels = torch.randint(0, 10, (n,), generator=generator)
-    return Source(images, labels, images[:1000], labels[:1000], [str(c) for c in range(10)])
-
-
 def samples_per_second(
     route: dict[str, Any], source: Source, batch: int, warmup: int, steps: int, gpu: bool
 ) -> float:
     cls = type("InMemoryCIFAR10", (CIFAR10DataModule,), {"load_source": lambda self: source})
     data = cls(batch_size=batch, data_on_device=route.get("on_device", False))
-    timer = StepTimer(warmup, sync=gpu)
+    timer = StepTimer(warmup, torch.cuda.synchronize if gpu else lambda: None)
     callbacks: list[L.Callback] = [timer]
     if route.get("channels_last"):
         callbacks.append(ChannelsLast())
@@ -99,7 +74,7 @@ def samples_per_second(
         enable_model_summary=False,
         callbacks=callbacks,
     )
-    trainer.fit(ResNet20(num_classes=10), datamodule=data)
+    trainer.fit(TimedResNet20(), datamodule=data)
     return steps * batch / timer.seconds
 
 
