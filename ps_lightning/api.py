@@ -37,6 +37,7 @@ from torch import nn
 
 from ps_lightning.console import quiet_known_noise
 from ps_lightning.data.datamodule import UnlearningDataModule
+from ps_lightning.data.image_folder import ImageFolderDataModule
 from ps_lightning.data.requests import (
     draw_forget_indices,
     indices_request,
@@ -234,7 +235,8 @@ class Unlearner:
         if save_to is not None:
             _refuse_taken(Path(save_to))
         request_data = self._request_data(ids, classes, ratio, seed)
-        shipped, settings = ps_options(request_data.dataset_name, preset)
+        fallback = "image_folder" if isinstance(self.data, ImageFolderDataModule) else None
+        shipped, settings = ps_options(request_data.dataset_name, preset, fallback=fallback)
         if preset == "shipped" and not shipped:
             warnings.warn(f"forget: {settings}.", UserWarning, stacklevel=2)
         with self._supplying_network():

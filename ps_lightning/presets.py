@@ -36,15 +36,26 @@ def _model_init_args(path: Path) -> dict[str, Any]:
     return init_args
 
 
-def ps_options(dataset: str, preset: Preset, configs: Path = CONFIGS) -> tuple[dict[str, Any], str]:
+def ps_options(
+    dataset: str, preset: Preset, configs: Path = CONFIGS, fallback: str | None = None
+) -> tuple[dict[str, Any], str]:
     """The `PSUnlearnModule` options of ``preset`` for ``dataset``, and where they come from
     (a sentence for the result and the warning): ``shipped`` reads
-    ``<configs>/<dataset>/ps.yaml``; a dataset without one gets the paper's."""
+    ``<configs>/<dataset>/ps.yaml``, else ``<configs>/<fallback>/ps.yaml`` (a user's image
+    folder under its own name: ``image_folder``); a dataset without either gets the paper's."""
     if preset not in PRESETS:
         raise ValueError(f"preset={preset!r} is not one of {PRESETS}.")
     if preset == "paper":
         return {}, PAPER
+    if not configs.is_dir():
+        raise FileNotFoundError(
+            f"preset='shipped' reads the repository's configs/, not found at {configs}: this "
+            "install has none (install from a clone: pip install -e .), or pass "
+            "preset='paper' or the options."
+        )
     path = configs / dataset / "ps.yaml"
+    if not path.is_file() and fallback is not None:
+        path = configs / fallback / "ps.yaml"
     if not path.is_file():
         return {}, f"{PAPER}: no shipped settings for '{dataset}' ({path} not found)"
     options = {k: v for k, v in _model_init_args(path).items() if k not in _REQUEST_KEYS}

@@ -234,3 +234,8 @@ def test_the_shipped_preset_is_what_the_cli_runs_from_the_datasets_ps_config(dat
     assert ps_options(dataset, "paper") == ({}, "PSUnlearnModule's defaults (the paper's PS)")
     unknown = ps_options("shapes", "shipped")
     assert unknown[0] == {} and "no shipped settings for 'shapes'" in unknown[1]
+    # A user's image folder under its own name takes the image-folder settings.
+    named = ps_options("shapes", "shipped", fallback="image_folder")
+    assert named == ps_options("image_folder", "shipped")
+    with pytest.raises(FileNotFoundError, match="install from a clone"):
+        ps_options("digits", "shipped", configs=REPO_ROOT / "no-configs")

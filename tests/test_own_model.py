@@ -231,6 +231,33 @@ def test_a_workdir_keeps_its_model_and_refuses_another(tmp_path: Path) -> None:
     assert (workdir / "original" / "checkpoints" / "model.ckpt").stat().st_mtime_ns == before
     with pytest.raises(FileExistsError, match="holds another model"):
         Unlearner.from_module(SmallNet(), data=data, workdir=workdir)
+    head = model.head
+    recorded = InitialHead("head", head.weight.detach() * 0, head.bias.detach())
+    with pytest.raises(FileExistsError, match="this model with another initial head"):
+        Unlearner.from_module(model, data=data, workdir=workdir, initial_head=recorded)
+
+
+class BuiltLate(SmallNet):
+    """A module whose network is built in `configure_model`, as large models are."""
+
+    def __init__(self) -> None:
+        L.LightningModule.__init__(self)
+        self.scale = 1.0
+
+    def configure_model(self) -> None:
+        if not hasattr(self, "head"):
+            torch.manual_seed(1)
+            built = SmallNet()
+            self.body, self.head = built.body, built.head
+
+
+def test_the_initial_head_of_a_module_built_in_configure_model_is_recorded(tmp_path: Path) -> None:
+    data = ImageFolderDataModule(str(my_images(tmp_path)), image_size=32)
+    torch.manual_seed(1)
+    expected = SmallNet().head.weight.detach().clone()
+    recorder = RecordInitialHead()
+    fit(BuiltLate(), data, tmp_path, 1, callbacks=[recorder])
+    assert torch.equal(recorder.initial_head.weight, expected)
 
 
 def test_a_saved_result_loads_only_around_the_users_live_module(tmp_path: Path) -> None:

@@ -771,3 +771,8 @@ def test_auto_runs_a_whole_class_request_until_no_forget_sample_is_classified_as
     assert stopped.record["whole_class_stop"] and stopped.record["epoch_limit"] == 100
     assert 10 <= stopped.record["stopped_at_epoch"] < 100
     assert stopped.metrics["retain_acc"] >= counted.metrics["retain_acc"] - 0.05
+    # naive+ps: Naive PS has forgotten the class; its PS epochs still run, to repair the rest.
+    naive = unlearner.forget(classes=[1], ratio=1.0, method="naive")
+    both = unlearner.forget(classes=[1], ratio=1.0, method="naive+ps", early_stop="auto")
+    assert not both.record["whole_class_stop"] and both.record["stopped_at_epoch"] is None
+    assert not torch.equal(both.model.prototypes.bias, naive.model.prototypes.bias)

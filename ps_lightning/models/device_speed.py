@@ -49,4 +49,10 @@ class CompileNetwork(L.Callback):
         self.backend = backend
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        _network(pl_module).compile(mode=self.mode, backend=self.backend)
+        network = _network(pl_module)
+        network.compile(mode=self.mode, backend=self.backend)
+        # The unlearning methods' and the evaluation's feature passes call it directly.
+        if callable(getattr(network, "forward_features", None)):
+            network.forward_features = torch.compile(
+                network.forward_features, mode=self.mode, backend=self.backend
+            )

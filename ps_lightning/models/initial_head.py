@@ -50,11 +50,16 @@ class RecordInitialHead(L.Callback):
         self.num_classes = num_classes
         self.initial_head: InitialHead | None = None
 
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        # Before the first step; a resumed fit then restores the recorded head over this one
-        # (Lightning loads callback states after `setup`).
-        if stage != "fit" or self.initial_head is not None:
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Before the first step, after `configure_model` built the module and after a resumed
+        # fit restored the head recorded at its own start (which is kept).
+        if self.initial_head is not None:
             return
+        if trainer.ckpt_path is not None:
+            raise ValueError(
+                f"the fit resumes from '{trainer.ckpt_path}', which holds no initial head: its "
+                "head is not the one before training. Record it from the first fit on."
+            )
         name = find_head(pl_module, self.num_classes, self.head)
         layer: nn.Linear = pl_module.get_submodule(name)
         weight = layer.weight.detach().cpu().clone()

@@ -162,18 +162,28 @@ def save_original(classifier: UserNetwork, data: UnlearningDataModule, path: Pat
         "ps_lightning": classifier_record(classifier, data_record),
     }
     if path.exists():
-        saved = safe_torch_load(path)
-        state = saved.get("state_dict") if isinstance(saved, dict) else None
-        same = (
-            isinstance(state, dict)
-            and state.keys() == checkpoint["state_dict"].keys()
-            and all(torch.equal(state[k], v) for k, v in checkpoint["state_dict"].items())
-            and saved.get("ps_lightning") == checkpoint["ps_lightning"]
-        )
-        if not same:
+        difference = _difference(safe_torch_load(path), checkpoint)
+        if difference is not None:
             raise FileExistsError(
-                f"'{path}' holds another model (or the same one on other data): pass another "
-                "workdir, or delete that folder, its deletion ledger with it."
+                f"'{path}' holds {difference}: pass another workdir, or delete that folder, its "
+                "deletion ledger with it."
             )
         return
     atomic_torch_save(path, checkpoint)
+
+
+def _difference(saved: object, checkpoint: dict) -> str | None:
+    """What the saved original differs in from ``checkpoint``, or ``None`` (the same)."""
+    state = saved.get("state_dict") if isinstance(saved, dict) else None
+    ours = checkpoint["state_dict"]
+    if not isinstance(state, dict) or state.keys() != ours.keys():
+        return "another model"
+    differing = [k for k, v in ours.items() if not torch.equal(state[k], v)]
+    if any(not k.startswith("initial_") for k in differing):
+        return "another model"
+    record, our_record = saved.get("ps_lightning") or {}, checkpoint["ps_lightning"]
+    if record.get("data") != our_record["data"]:
+        return "this model, for other data"
+    if differing or record != our_record:
+        return "this model with another initial head: pass the initial_head given before"
+    return None

@@ -1,23 +1,19 @@
-"""PSUnlearnModule: Naive Prototype Surgery and Prototype Surgery (docs/design.md §2–3) in
-Lightning.
+"""PSUnlearnModule: Naive Prototype Surgery and Prototype Surgery (docs/design.md §2–3).
 
-`on_fit_start` does every pass over images (the surgery index, the forget set, the retain
-anchor and the held-out calibration set) once, with the backbone frozen in eval mode, and Naive
-PS's surgery (`ps_lightning.prototype_surgery.naive_surgery`); the PS epochs then run through
-Lightning's own loop on a loader of the cached forget features (`train_dataloader`), on one
-intra-op thread (`ps_lightning.prototype_surgery.threads`), so an epoch costs a few small matrix
-products whatever the backbone.
+`on_fit_start` does every pass over images once, the backbone frozen, and Naive PS's surgery
+(`naive_surgery`); the PS epochs then run through Lightning's loop on the cached forget features
+(`train_dataloader`) on one intra-op thread (`threads`): a few small matrix products an epoch.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 
 from ps_lightning.data.loaders import same_order_loader
@@ -31,28 +27,26 @@ from ps_lightning.prototype_surgery.early_stop import (
 )
 from ps_lightning.prototype_surgery.figures import PSFigures
 from ps_lightning.prototype_surgery.naive_surgery import naive_surgery
-from ps_lightning.prototype_surgery.soft_labels import (
-    paper_cross_entropy,
-    soft_cross_entropy,
-    soft_labels,
+from ps_lightning.prototype_surgery.options import (
+    ANCHOR_TARGETS,
+    EARLY_STOP,
+    LOSSES,
+    NAIVE_WHOLE_CLASS,
+    OPTIMIZERS,
+    SURGERY_METHODS,
+    SURGERY_ROWS,
+    TRAINABLE,
+    AnchorTarget,
+    EarlyStop,
+    LossName,
+    OptimizerName,
+    SurgeryMethod,
+    SurgeryRows,
+    Trainable,
 )
+from ps_lightning.prototype_surgery.soft_labels import soft_cross_entropy, soft_labels
 from ps_lightning.prototype_surgery.threads import HeadThreads
 from ps_lightning.unlearning.unlearning_module import UnlearningModule
-
-# The choices of the options, typed so that `--help` lists them and the CLI refuses others;
-# the tuples check the same choices for callers that build the module in Python.
-SurgeryMethod = Literal["naive", "ps", "naive+ps"]
-Trainable = Literal["bias", "weight", "weight+bias"]
-EarlyStop = Literal["off", "on", "auto"]
-AnchorTarget = Literal["labels", "outputs"]
-LossName = Literal["soft", "paper"]
-OptimizerName = Literal["adam", "sgd"]
-SURGERY_METHODS: tuple[str, ...] = get_args(SurgeryMethod)
-TRAINABLE: tuple[str, ...] = get_args(Trainable)
-EARLY_STOP: tuple[str, ...] = get_args(EarlyStop)
-ANCHOR_TARGETS: tuple[str, ...] = get_args(AnchorTarget)
-LOSSES = {"soft": soft_cross_entropy, "paper": paper_cross_entropy}
-OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 
 
 class PSUnlearnModule(UnlearningModule):
@@ -91,6 +85,9 @@ class PSUnlearnModule(UnlearningModule):
         surgery_bias: Naive PS operates on ``[W, b]`` against ``[f, 1]`` (the initial bias as
             the constant feature's ``W0``) instead of on ``W`` alone with ``b`` kept (the paper).
             Without it a whole-class request keeps the class's bias, and so the class.
+        surgery_rows: the prototypes Naive PS replaces: ``all`` (the paper), ``forgotten`` (the
+            forget samples' classes) or ``auto`` (``forgotten`` on whole-class requests): on
+            those neither forgets reliably and keeps the rest (docs/unlearning.md).
         loss: the PS loss on the forget set: ``soft`` (soft-target cross-entropy on the
             logits) or ``paper`` (the reference code's: ``CrossEntropyLoss`` applied to the
             softmax of the logits, a double softmax; link4sourcecode/PS-Unlearning,
@@ -120,6 +117,7 @@ class PSUnlearnModule(UnlearningModule):
         early_stop: EarlyStop = "off",
         rcond: float | Literal["auto"] = "auto",
         surgery_bias: bool = False,
+        surgery_rows: SurgeryRows = "all",
         loss: LossName = "soft",
         use_index: bool = True,
         cumulative: bool = False,
@@ -130,6 +128,7 @@ class PSUnlearnModule(UnlearningModule):
             ("method", method, SURGERY_METHODS),
             ("trainable", trainable, TRAINABLE),
             ("early_stop", early_stop, EARLY_STOP),
+            ("surgery_rows", surgery_rows, SURGERY_ROWS),
             ("anchor_target", anchor_target, ANCHOR_TARGETS),
             ("optimizer", optimizer, tuple(OPTIMIZERS)),
             ("loss", loss, tuple(LOSSES)),
@@ -168,6 +167,7 @@ class PSUnlearnModule(UnlearningModule):
         self.epoch_losses: dict[str, list[torch.Tensor]] = {}
         self.surgery_rtol: float | None = None
         self.surgery_rank: int | None = None
+        self.surgery_rows: list[int] | None = None
         # Cumulative requests: the result's split manifest, every sample removed so far.
         self.cumulative_manifest: dict[str, Any] | None = None
 
@@ -187,9 +187,11 @@ class PSUnlearnModule(UnlearningModule):
 
     @functools.cached_property
     def stops_when_forgotten(self) -> bool:
-        """``auto`` on a whole-class request: the target is known (retrain classifies none of
-        the class's samples as it), so PS stops on reaching it rather than after ``epochs``."""
-        return self.trains and self.hparams.early_stop == "auto" and not self.uses_early_stop
+        """``auto`` on a whole-class request: PS stops on retrain's known outcome (none of the
+        class's samples classified as it), not after ``epochs``."""
+        # naive+ps: Naive PS has forgotten the class already; its PS epochs repair the rest.
+        auto = self.hparams.early_stop == "auto" and not self.uses_early_stop
+        return self.hparams.method == "ps" and self.trains and auto
 
     # ------------------------------------------------------------------ set-up
     def configure_callbacks(self) -> list[L.Callback]:
@@ -218,7 +220,7 @@ class PSUnlearnModule(UnlearningModule):
         forget = self.split_features("forget")
         self.cache["forget"] = forget
         if self.hparams.method in ("naive", "naive+ps"):
-            self._naive_surgery(forget["features"])
+            self._naive_surgery(forget["features"], forget["labels"])
         if not self.trains:
             return
         targets = soft_labels(forget["logits"], forget["labels"], self.hparams.top_k)
@@ -244,9 +246,14 @@ class PSUnlearnModule(UnlearningModule):
             )
         self._log_curves(step=0)
 
-    def _naive_surgery(self, forget_features: torch.Tensor) -> None:
+    def _naive_surgery(self, forget_features: torch.Tensor, labels: torch.Tensor) -> None:
         """Naive PS on the head, and what it did kept for the record and the result."""
         hparams = self.hparams
+        whole = self.datamodule.forgets_whole_classes and not hparams.cumulative
+        forgotten = {"all": False, "forgotten": True, "auto": whole}[hparams.surgery_rows]
+        self.surgery_rows = sorted(set(labels.tolist())) if forgotten else None
+        if whole and hparams.method == "naive":
+            rank_zero_warn(NAIVE_WHOLE_CLASS)
         surgery = naive_surgery(
             self,
             forget_features,
@@ -255,6 +262,7 @@ class PSUnlearnModule(UnlearningModule):
             surgery_bias=hparams.surgery_bias,
             use_index=hparams.use_index,
             cumulative=hparams.cumulative,
+            rows=self.surgery_rows,
         )
         self.index_built = surgery.index_built
         self.removed_indices = surgery.removed_indices
@@ -262,9 +270,8 @@ class PSUnlearnModule(UnlearningModule):
         self.cumulative_manifest = surgery.manifest
 
     def train_dataloader(self) -> DataLoader | dict[str, DataLoader]:
-        """What the PS epochs train on: the cached forget features and their soft targets, in
-        batches of the data's ``batch_size``, in one seeded order on every process (Naive PS
-        trains on nothing: the datamodule's loader, never iterated)."""
+        """The PS epochs' data: the cached forget features and soft targets, in one seeded
+        order on every process (Naive PS: the datamodule's loader, never iterated)."""
         if not self.trains:
             return super().train_dataloader()
         forget, data = self.cache["forget"], self.datamodule.hparams
@@ -302,7 +309,7 @@ class PSUnlearnModule(UnlearningModule):
         return float(self._true_class_confidence("forget").mean())
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
-        if self.stops_when_forgotten and self._accuracy("forget") == 0.0:
+        if self.stops_when_forgotten and self._forgotten():
             self.stopped_at_epoch = self.current_epoch
             self.trainer.should_stop = True
             return -1
@@ -314,7 +321,12 @@ class PSUnlearnModule(UnlearningModule):
             return -1  # skip the rest of this epoch; fit ends
         return None
 
+    def _forgotten(self) -> bool:  # retrain's outcome on a whole class, one decision for all
+        return self.trainer.strategy.reduce_boolean_decision(self._accuracy("forget") == 0.0)
+
     def on_train_end(self) -> None:
+        if self.stops_when_forgotten and self.stopped_at_epoch is None and self._forgotten():
+            self.stopped_at_epoch = self.current_epoch  # reached by the very last step
         if self.stopper is None:
             return
         self.stopper.restore_closest(
@@ -379,6 +391,7 @@ class PSUnlearnModule(UnlearningModule):
                 "ps_kept_start_state": restored_step == 0,
                 "surgery_rtol": self.surgery_rtol,
                 "surgery_rank": self.surgery_rank,
+                "surgery_rows": self.surgery_rows,
             }
         )
         # The sentence travels with the record, so the run summary and the tables read it

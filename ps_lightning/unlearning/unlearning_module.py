@@ -176,6 +176,9 @@ class UnlearningModule(L.LightningModule):
     def head_outputs(self, features: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """Features, labels and the logits of the current head on them."""
         head = self.model.prototypes
+        # Stored features may sit on the device they were extracted on, the head elsewhere
+        # (Lightning moves the module back to the CPU after fit).
+        features, labels = features.to(head.weight.device), labels.to(head.weight.device)
         logits = features @ head.weight.float().T + head.bias.float()
         return {"features": features, "labels": labels, "logits": logits}
 
