@@ -9,7 +9,7 @@ its state, so every process operates on the same tensors while the lock is held.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,12 +53,10 @@ def naive_surgery(
     surgery_bias: bool,
     use_index: bool,
     cumulative: bool,
-    rows: Sequence[int] | None = None,
 ) -> SurgeryOutcome:
     """Replace ``module``'s head by its Naive PS result for the forget request (its forget
     samples' features: ``forget_features``), and with ``cumulative`` for every sample that the
-    ledger's earlier cumulative requests removed too; the options are `PSUnlearnModule`'s.
-    ``rows``: the classes whose prototypes change (``None``: all)."""
+    ledger's earlier cumulative requests removed too; the options are `PSUnlearnModule`'s."""
     trainer, data = module.trainer, module.datamodule
     # A broadcast: every process asks, though rank 0 alone records it in the ledger.
     result = Path(trainer.log_dir or ".") / RESULT_CHECKPOINT
@@ -83,7 +81,7 @@ def naive_surgery(
             tensors = {**tensors, "removed_gram": tensors["removed_gram"] + new_gram.cpu()}
             forget_gram = tensors["removed_gram"].to(module.device)
             removed_indices = sorted(set(removed) | set(removed_indices))
-        rtol, rank = _operate(module, tensors, forget_gram, rcond, surgery_bias, rows)
+        rtol, rank = _operate(module, tensors, forget_gram, rcond, surgery_bias)
         if ledger is not None and (index_built or cumulative):
             ledger.set_tensors(tensors)
         if ledger is not None and cumulative:
@@ -137,10 +135,9 @@ def _operate(
     forget_gram: torch.Tensor,
     rcond: Rcond,
     surgery_bias: bool,
-    rows: Sequence[int] | None,
 ) -> tuple[float, int]:
-    """Replace the head (its ``rows``, or all) by its Naive PS result for the augmented
-    ``forget_gram``; the cutoff and the rank of the pseudo-inverse it used."""
+    """Replace the head by its Naive PS result for the augmented ``forget_gram``; the cutoff
+    and the rank of the pseudo-inverse it used."""
     model = module.model
     head = model.prototypes
     full_gram = index["gram"].to(module.device)
@@ -159,9 +156,8 @@ def _operate(
             f"the surgery on '{module.original_ckpt}' produced non-finite prototypes; "
             "nothing was written. Check the original checkpoint and its features."
         )
-    changed = slice(None) if rows is None else torch.tensor(list(rows), dtype=torch.long)
-    head.weight.data[changed] = new_weight[changed]
-    head.bias.data[changed] = new_bias[changed]
+    head.weight.data.copy_(new_weight)
+    head.bias.data.copy_(new_bias)
     return rtol, rank
 
 

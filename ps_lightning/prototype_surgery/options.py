@@ -13,14 +13,12 @@ from ps_lightning.prototype_surgery.soft_labels import paper_cross_entropy, soft
 SurgeryMethod = Literal["naive", "ps", "naive+ps"]
 Trainable = Literal["bias", "weight", "weight+bias"]
 EarlyStop = Literal["off", "on", "auto"]
-SurgeryRows = Literal["auto", "all", "forgotten"]
 AnchorTarget = Literal["labels", "outputs"]
 LossName = Literal["soft", "paper"]
 OptimizerName = Literal["adam", "sgd"]
 SURGERY_METHODS: tuple[str, ...] = get_args(SurgeryMethod)
 TRAINABLE: tuple[str, ...] = get_args(Trainable)
 EARLY_STOP: tuple[str, ...] = get_args(EarlyStop)
-SURGERY_ROWS: tuple[str, ...] = get_args(SurgeryRows)
 ANCHOR_TARGETS: tuple[str, ...] = get_args(AnchorTarget)
 LOSSES = {"soft": soft_cross_entropy, "paper": paper_cross_entropy}
 OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}

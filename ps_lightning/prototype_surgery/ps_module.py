@@ -34,14 +34,12 @@ from ps_lightning.prototype_surgery.options import (
     NAIVE_WHOLE_CLASS,
     OPTIMIZERS,
     SURGERY_METHODS,
-    SURGERY_ROWS,
     TRAINABLE,
     AnchorTarget,
     EarlyStop,
     LossName,
     OptimizerName,
     SurgeryMethod,
-    SurgeryRows,
     Trainable,
 )
 from ps_lightning.prototype_surgery.soft_labels import soft_cross_entropy, soft_labels
@@ -85,9 +83,6 @@ class PSUnlearnModule(UnlearningModule):
         surgery_bias: Naive PS operates on ``[W, b]`` against ``[f, 1]`` (the initial bias as
             the constant feature's ``W0``) instead of on ``W`` alone with ``b`` kept (the paper).
             Without it a whole-class request keeps the class's bias, and so the class.
-        surgery_rows: the prototypes Naive PS replaces: ``all`` (the paper), ``forgotten`` (the
-            forget samples' classes) or ``auto`` (``forgotten`` on whole-class requests): on
-            those neither forgets reliably and keeps the rest (docs/unlearning.md).
         loss: the PS loss on the forget set: ``soft`` (soft-target cross-entropy on the
             logits) or ``paper`` (the reference code's: ``CrossEntropyLoss`` applied to the
             softmax of the logits, a double softmax; link4sourcecode/PS-Unlearning,
@@ -117,7 +112,6 @@ class PSUnlearnModule(UnlearningModule):
         early_stop: EarlyStop = "off",
         rcond: float | Literal["auto"] = "auto",
         surgery_bias: bool = False,
-        surgery_rows: SurgeryRows = "all",
         loss: LossName = "soft",
         use_index: bool = True,
         cumulative: bool = False,
@@ -128,7 +122,6 @@ class PSUnlearnModule(UnlearningModule):
             ("method", method, SURGERY_METHODS),
             ("trainable", trainable, TRAINABLE),
             ("early_stop", early_stop, EARLY_STOP),
-            ("surgery_rows", surgery_rows, SURGERY_ROWS),
             ("anchor_target", anchor_target, ANCHOR_TARGETS),
             ("optimizer", optimizer, tuple(OPTIMIZERS)),
             ("loss", loss, tuple(LOSSES)),
@@ -167,7 +160,6 @@ class PSUnlearnModule(UnlearningModule):
         self.epoch_losses: dict[str, list[torch.Tensor]] = {}
         self.surgery_rtol: float | None = None
         self.surgery_rank: int | None = None
-        self.surgery_rows: list[int] | None = None
         # Cumulative requests: the result's split manifest, every sample removed so far.
         self.cumulative_manifest: dict[str, Any] | None = None
 
@@ -220,7 +212,7 @@ class PSUnlearnModule(UnlearningModule):
         forget = self.split_features("forget")
         self.cache["forget"] = forget
         if self.hparams.method in ("naive", "naive+ps"):
-            self._naive_surgery(forget["features"], forget["labels"])
+            self._naive_surgery(forget["features"])
         if not self.trains:
             return
         targets = soft_labels(forget["logits"], forget["labels"], self.hparams.top_k)
@@ -246,13 +238,10 @@ class PSUnlearnModule(UnlearningModule):
             )
         self._log_curves(step=0)
 
-    def _naive_surgery(self, forget_features: torch.Tensor, labels: torch.Tensor) -> None:
+    def _naive_surgery(self, forget_features: torch.Tensor) -> None:
         """Naive PS on the head, and what it did kept for the record and the result."""
         hparams = self.hparams
-        whole = self.datamodule.forgets_whole_classes and not hparams.cumulative
-        forgotten = {"all": False, "forgotten": True, "auto": whole}[hparams.surgery_rows]
-        self.surgery_rows = sorted(set(labels.tolist())) if forgotten else None
-        if whole and hparams.method == "naive":
+        if hparams.method == "naive" and self.datamodule.forgets_whole_classes:
             rank_zero_warn(NAIVE_WHOLE_CLASS)
         surgery = naive_surgery(
             self,
@@ -262,7 +251,6 @@ class PSUnlearnModule(UnlearningModule):
             surgery_bias=hparams.surgery_bias,
             use_index=hparams.use_index,
             cumulative=hparams.cumulative,
-            rows=self.surgery_rows,
         )
         self.index_built = surgery.index_built
         self.removed_indices = surgery.removed_indices
@@ -391,7 +379,6 @@ class PSUnlearnModule(UnlearningModule):
                 "ps_kept_start_state": restored_step == 0,
                 "surgery_rtol": self.surgery_rtol,
                 "surgery_rank": self.surgery_rank,
-                "surgery_rows": self.surgery_rows,
             }
         )
         # The sentence travels with the record, so the run summary and the tables read it
