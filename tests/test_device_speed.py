@@ -55,6 +55,9 @@ def test_a_compiled_network_keeps_its_checkpoint_keys_and_its_logits() -> None:
     plain = copy.deepcopy(model)
     CompileNetwork(backend="eager").setup(None, model, "fit")
     assert model.net._compiled_call_impl is not None
+    # The feature passes of the unlearning methods and the evaluation call this one directly.
+    assert "forward_features" in vars(model.net)
+    torch.testing.assert_close(model.forward_features(images), plain.forward_features(images))
     assert list(model.state_dict()) == keys
     plain.load_state_dict(model.state_dict())  # loads without the callback
     torch.testing.assert_close(model(images), expected)
