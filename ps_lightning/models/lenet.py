@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from ps_lightning.models.last_block import LastBlock
+
 
 class LeNet5Net(nn.Module):
     feature_dim: int = 64
@@ -36,6 +38,9 @@ class LeNet5Net(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.mlp(self.features(x))
+
+    def last_block(self) -> LastBlock:
+        return LastBlock(self.features, self.mlp)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc(self.forward_features(x))

@@ -19,6 +19,7 @@ from functools import partial
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ps_lightning.models.last_block import LastBlock, residual_last_block
 from ps_lightning.models.resnet_stages import BasicBlock, kaiming_init_convs, make_stage
 
 
@@ -85,6 +86,11 @@ class ResNetNet(nn.Module):
         x = F.relu(self.bn1(self.conv1(x)))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.pool(x).flatten(1)
+
+    def last_block(self) -> LastBlock:
+        return residual_last_block(
+            [self.conv1, self.bn1, nn.ReLU()], [self.layer1, self.layer2, self.layer3, self.layer4]
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc(self.forward_features(x))

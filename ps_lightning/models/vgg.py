@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from ps_lightning.models.last_block import LastBlock
+
 # Conv widths; "M" is a 2×2 max pool.
 CFG_VGG16: list[int | str] = [
     64, 64, "M",
@@ -58,6 +60,9 @@ class VGG16Net(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.classifier(self.features(x))
+
+    def last_block(self) -> LastBlock:
+        return LastBlock(self.features, self.classifier)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc(self.forward_features(x))
