@@ -211,7 +211,7 @@ class Unlearner:
         classes: Sequence[int] | None = None,
         ratio: float | None = None,
         seed: int | None = None,
-        method: SurgeryMethod = "ps",
+        method: SurgeryMethod | None = None,
         preset: Preset = "shipped",
         save_to: str | Path | None = None,
         **options: Any,
@@ -221,7 +221,8 @@ class Unlearner:
         Name them by ``ids`` (training-set indices), or draw a request as the datamodule does:
         ``ratio`` of each of ``classes`` (1.0: whole classes) or, without ``classes``, ``ratio``
         of the whole training set, drawn with ``seed`` (default: the datamodule's).
-        ``method``: ``naive``, ``ps`` or ``naive+ps``; ``options``: any other
+        ``method``: ``naive``, ``ps``, ``naive+ps``, ``block`` or ``auto`` (default: the
+        preset's: ``auto`` shipped, ``ps`` the paper's); ``options``: any other
         `PSUnlearnModule` argument (``epochs``, ``lr``, ``early_stop``, ``cumulative``, ...).
         ``preset``: where the options not given come from: ``shipped``, the dataset's
         ``configs/<dataset>/ps.yaml`` as ``ps-lightning fit`` runs it (the paper's, with a
@@ -239,13 +240,14 @@ class Unlearner:
         shipped, settings = ps_options(request_data.dataset_name, preset, fallback=fallback)
         if preset == "shipped" and not shipped:
             warnings.warn(f"forget: {settings}.", UserWarning, stacklevel=2)
+        options = {**shipped, **options, **({"method": method} if method else {})}
         with self._supplying_network():
-            result = self._forget(request_data, method, save_to, {**shipped, **options}, settings)
+            result = self._forget(request_data, save_to, options, settings)
         if result.changed_predictions == 0:
             why = result.record.get("early_stop_outcome") or "its head classifies them as before"
             warnings.warn(
                 f"forget: no forget sample is classified otherwise than by the original model "
-                f"({method}: {why}).",
+                f"({result.record['method_run']}: {why}).",
                 UserWarning,
                 stacklevel=2,
             )
@@ -259,14 +261,12 @@ class Unlearner:
     def _forget(
         self,
         request_data: UnlearningDataModule,
-        method: SurgeryMethod,
         save_to: str | Path | None,
         options: dict[str, Any],
         settings: str,
     ) -> ForgetResult:
         module = PSUnlearnModule(
             self.checkpoint,
-            method=method,
             num_classes=request_data.num_classes,
             in_channels=request_data.in_channels,
             **options,
@@ -279,7 +279,7 @@ class Unlearner:
             trainer = L.Trainer(
                 accelerator=self.accelerator,
                 devices=1,
-                max_epochs=module.training_epochs,
+                max_epochs=1,  # the method sets its own epochs in setup, once it sees the data
                 limit_val_batches=0,  # PS has no validation step
                 logger=False,
                 enable_checkpointing=False,
@@ -293,8 +293,14 @@ class Unlearner:
         model = module.model.requires_grad_(True).eval()
         with torch.no_grad():
             forget = module.split_features("forget")
-            before = F.linear(forget["features"], module.original_weight, module.original_bias)
-            changed = int((forget["logits"].argmax(1) != before.argmax(1)).sum())
+            if module.block is not None:  # the network's features changed too
+                before = module.block.original_forget_predictions
+            else:
+                original = F.linear(
+                    forget["features"], module.original_weight, module.original_bias
+                )
+                before = original.argmax(1)
+            changed = int((forget["logits"].argmax(1) != before).sum())
         return ForgetResult(
             model=model,
             forget_indices=list(module.result_manifest()["forget_indices"]),

@@ -21,7 +21,7 @@ PRESETS = ("shipped", "paper")
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PAPER = "PSUnlearnModule's defaults (the paper's PS)"
 # Set per request, not per dataset: the API's own arguments.
-_REQUEST_KEYS = ("original_ckpt", "method", "num_classes", "in_channels")
+_REQUEST_KEYS = ("original_ckpt", "num_classes", "in_channels")
 
 
 def _model_init_args(path: Path) -> dict[str, Any]:

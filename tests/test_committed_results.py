@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from conftest import REPO_ROOT
 
-from ps_lightning.harness.chain import Harness
+from ps_lightning.harness.chain import Harness, drop_unread_block_options
 from ps_lightning.harness.methods import method_configs
 from ps_lightning.steps import StepFailed, resolved_config
 
@@ -64,7 +64,11 @@ def shipped_arguments(dataset: str, method: str) -> dict[str, Any]:
 
 
 def without(arguments: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in arguments.items() if k not in NOT_CONFIGURATION}
+    """The configuration among a module's arguments, as the harness keys it (a PS method's
+    unread block options left out)."""
+    configuration = {k: v for k, v in arguments.items() if k not in NOT_CONFIGURATION}
+    drop_unread_block_options(configuration)
+    return configuration
 
 
 @pytest.mark.parametrize("path", TABLES, ids=lambda p: p.stem)

@@ -32,6 +32,7 @@ from ps_lightning.data import DigitsDataModule
 from ps_lightning.evaluation.figures import confusion_matrix, confusion_matrix_figure
 from ps_lightning.evaluation.hparams import (
     ANCHOR_OPTIONS,
+    BLOCK_OPTIONS,
     DATA_OPTIONS,
     EPOCH_OPTIONS,
     EPOCH_RECORD,
@@ -238,14 +239,15 @@ def test_hparam_rows_give_a_column_one_type() -> None:
     assert [list(params)[:3] for params, _ in rows.values()] == [["method", "role", "model"]] * 3
 
 
-def _ps_row(method: str, **options: Any) -> dict[str, Any]:
-    """A PS model's summary entry: every option at its default, a record of both stages."""
+def _ps_row(method: str, method_run: str | None = None, **options: Any) -> dict[str, Any]:
+    """A PS model's summary entry: every option at its default, a record of both stages
+    (``method_run``: what ``auto`` resolved to)."""
     defaults = {
         name: parameter.default
         for name, parameter in inspect.signature(PSUnlearnModule.__init__).parameters.items()
         if name not in ("self", "original_ckpt")
     }
-    record = dict.fromkeys((*SURGERY_RECORD, *EPOCH_RECORD), 1)
+    record = dict.fromkeys((*SURGERY_RECORD, *EPOCH_RECORD), 1) | {"method_run": method_run}
     config = {**defaults, "method": method, **options}
     return {
         "metrics": {},
@@ -260,6 +262,7 @@ def test_hparam_rows_show_only_the_options_each_ps_method_applied() -> None:
             "naive_ps": _ps_row("naive"),
             "ps": _ps_row("ps"),
             "anchored": _ps_row("naive+ps", retain_anchor=1.0),
+            "block": _ps_row("auto", method_run="block"),
         },
     }
 
@@ -273,6 +276,10 @@ def test_hparam_rows_show_only_the_options_each_ps_method_applied() -> None:
     assert not set(ANCHOR_OPTIONS) & set(rows["ps"])  # no anchor: its settings did nothing
     assert epoch_only | surgery_only <= set(rows["anchored"])
     assert not set(DATA_OPTIONS) & {key for params in rows.values() for key in params}
+    # auto that ran the last block: named as it ran, with the block's options, not PS's epochs
+    assert rows["block"]["method"] == "PS module, last block retrained"
+    assert set(BLOCK_OPTIONS) <= set(rows["block"]) and not set(BLOCK_OPTIONS) & set(rows["ps"])
+    assert not (surgery_only | {"epochs", "lr", "top_k", "early_stop"}) & set(rows["block"])
 
 
 def test_the_hparam_stages_place_every_option_of_ps() -> None:
@@ -281,7 +288,7 @@ def test_the_hparam_stages_place_every_option_of_ps() -> None:
         "original_ckpt",
         "method",
     }
-    groups = (SURGERY_OPTIONS, EPOCH_OPTIONS, ANCHOR_OPTIONS, DATA_OPTIONS)
+    groups = (SURGERY_OPTIONS, EPOCH_OPTIONS, ANCHOR_OPTIONS, BLOCK_OPTIONS, DATA_OPTIONS)
     placed = [key for group in groups for key in group]
 
     assert sorted(placed) == sorted(options), "place a new PS option in its stage's group"

@@ -40,6 +40,7 @@ from ps_lightning.data.requests import (
     sample_ids,
     split_rows,
     split_test_set,
+    targets_few_classes,
     validate_request,
 )
 from ps_lightning.data.samplers import AugmentedImageBatch, ImageBatch, TensorSamples
@@ -261,6 +262,14 @@ class UnlearningDataModule(L.LightningDataModule):
         self._load()
         assert self._source is not None
         return covers_whole_classes(self._source.train_labels, self.forget_indices)
+
+    @property
+    def targets_few_classes(self) -> bool:
+        """Whether the forget set lies within at most half of the classes (`requests`)."""
+        self._load()
+        assert self._source is not None
+        forget_labels = self._source.train_labels[self.forget_indices]
+        return targets_few_classes(forget_labels, self.num_classes)
 
     def _retain_val_indices(self) -> torch.Tensor:
         size = self.hparams.retain_val_size

@@ -221,6 +221,12 @@ def covers_whole_classes(labels: torch.Tensor, forget_indices: torch.Tensor) -> 
     return bool((labels[:, None] == classes).any(1).sum() == len(forget_labels))
 
 
+def targets_few_classes(forget_labels: torch.Tensor, num_classes: int) -> bool:
+    """Whether a request lies within at most half of the classes: the paper's request (part of
+    a class) is one; a random request of any size that leaves no class untouched is not."""
+    return len(forget_labels.unique()) <= num_classes // 2
+
+
 def split_test_set(num_test: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A seeded half of the test set for calibration, the other half for reporting.
 

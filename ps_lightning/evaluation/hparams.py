@@ -22,7 +22,12 @@ HParam = bool | int | float | str
 HParamRow = tuple[dict[str, HParam], dict[str, float]]
 # PSUnlearnModule's ``method`` values as the README names the methods (``naive+ps``: PS epochs
 # starting from Naive PS's head).
-PS_METHODS = {"naive": "Naive PS", "ps": "PS", "naive+ps": "Naive PS + PS"}
+PS_METHODS = {
+    "naive": "Naive PS",
+    "ps": "PS",
+    "naive+ps": "Naive PS + PS",
+    "block": "PS module, last block retrained",
+}
 # Which of PSUnlearnModule's options and record entries each of its stages reads or writes
 # (ps_module.py: `_naive_surgery`, then the PS epochs), so that a Naive PS row shows no epochs
 # or early stop and a PS row no pseudo-inverse cutoff. Kept in step with the module by
@@ -40,6 +45,8 @@ EPOCH_OPTIONS = (
     "retain_anchor",
 )
 ANCHOR_OPTIONS = ("anchor_size", "anchor_target")  # read only with retain_anchor > 0
+BLOCK_OPTIONS = ("block_epochs", "block_lr")  # read by method block alone
+BLOCK_RECORD = ("block_target_retain_acc", "block_retain_acc")
 SURGERY_RECORD = ("index_built", "surgery_rtol", "surgery_rank")
 EPOCH_RECORD = (
     "early_stop_used",
@@ -71,7 +78,12 @@ def method_label(record: dict[str, Any] | None) -> str:
     its class; ``training`` for a model no method made."""
     if not record:
         return TRAINED
-    return PS_METHODS.get(record["config"].get("method"), record["method"])
+    return PS_METHODS.get(method_run(record), record["method"])
+
+
+def method_run(record: dict[str, Any]) -> str | None:
+    """PS's ``method`` as it ran: ``auto`` resolved by the request (the record says which)."""
+    return record.get("method_run") or record["config"].get("method")
 
 
 def not_applied(config: dict[str, Any]) -> set[str]:
@@ -82,6 +94,11 @@ def not_applied(config: dict[str, Any]) -> set[str]:
     method = config.get("method")
     if method not in PS_METHODS:
         return skipped
+    if method == "block":
+        kept = ("weight_decay", "optimizer")
+        epochs = {*EPOCH_OPTIONS, *ANCHOR_OPTIONS, *EPOCH_RECORD} - set(kept)
+        return skipped | {*SURGERY_OPTIONS, *SURGERY_RECORD, *epochs}
+    skipped |= {*BLOCK_OPTIONS, *BLOCK_RECORD}
     if method == "ps":
         skipped |= {*SURGERY_OPTIONS, *SURGERY_RECORD}
     if method == "naive":
@@ -100,7 +117,7 @@ def _params(name: str, summary: dict[str, Any], original: str | None) -> dict[st
     }
     if not record:
         return params
-    skipped = not_applied(record["config"])
+    skipped = not_applied({**record["config"], "method": method_run(record)})
     # ``method`` is shown as the label above; keys with a leading underscore are jsonargparse's
     # bookkeeping, not options.
     params.update(

@@ -55,6 +55,18 @@ def source_commit(folder: Path) -> str | None:
     return head + ("-dirty" if status else "")
 
 
+# PSUnlearnModule's options that only method block (or auto, which may choose it) reads.
+BLOCK_OPTIONS = ("block_epochs", "block_lr")
+
+
+def drop_unread_block_options(init_args: dict) -> None:
+    """Leave method block's options out of the key of a PS step whose method never reads them:
+    they change nothing it computes, and keys of steps planned before they existed stay valid."""
+    if init_args.get("method") in ("naive", "ps", "naive+ps"):
+        for name in BLOCK_OPTIONS:
+            init_args.pop(name, None)
+
+
 class Harness:
     """The steps of one dataset: ``configs/<dataset>/*.yaml`` (``configs``: the folder of the
     datasets' configs, ``configs`` of the working directory unless named) run with ``extra``
@@ -115,6 +127,7 @@ class Harness:
         # Where the images sit (host or accelerator) changes no number a step computes: keys of
         # steps planned before the option existed stay valid.
         resolved[subcommand].get("data", {}).get("init_args", {}).pop("data_on_device", None)
+        drop_unread_block_options(resolved[subcommand].get("model", {}).get("init_args", {}))
         text = json.dumps(resolved, sort_keys=True).replace(str(self.runs_dir), RUNS_DIR_KEY)
         digest = hashlib.sha256(text.encode()).hexdigest()
         run_dir = self.runs_dir / self.dataset / f"{run}-{digest[:12]}"

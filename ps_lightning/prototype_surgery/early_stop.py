@@ -23,6 +23,16 @@ def early_stop_outcome(record: dict[str, Any]) -> str | None:
     record carries it as ``early_stop_outcome``); ``None`` for a run that trains no PS epoch or
     has no early stop."""
     config = record.get("config") or {}
+    if record.get("method_run") == "block":
+        target, reached = record.get("block_target_retain_acc"), record.get("block_retain_acc")
+        stopped = record.get("stopped_at_epoch")
+        when = f"stopped at epoch {stopped}" if stopped is not None else "ran every epoch"
+        if target is None or reached is None:
+            return None  # saved before its first epoch ended
+        return (
+            f"method block (the last block retrained on the retain set) {when}: retain accuracy "
+            f"{reached:.4f}, the original's {target:.4f}"
+        )
     if record.get("whole_class_stop"):
         stopped = record.get("stopped_at_epoch")
         if stopped is None:
@@ -34,14 +44,14 @@ def early_stop_outcome(record: dict[str, Any]) -> str | None:
             f"stopped at epoch {stopped} of a whole-class request, when no forget sample was "
             "classified as its class any more"
         )
+    method = record.get("method_run") or config.get("method", "ps")  # auto: as it ran
     if not record.get("early_stop_used"):
         mode = config.get("early_stop")
-        trains = config.get("method") != "naive" and config.get("epochs", 0) > 0
+        trains = method != "naive" and config.get("epochs", 0) > 0
         if mode is None or not trains:
             return None  # Naive PS, or a run without PS epochs
         return f"off (early_stop: {mode})"
     if record.get("ps_kept_start_state"):
-        method = config.get("method", "ps")
         start = "the original model" if method == "ps" else "Naive PS's result"
         return (
             "kept the starting head (ps_kept_start_state): no PS step came closer to the "

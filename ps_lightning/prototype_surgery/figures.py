@@ -82,6 +82,8 @@ class PSFigures(L.Callback):
         logger = pl_module.logger
         if not isinstance(logger, TensorBoardLogger) or not trainer.is_global_zero:
             return
+        if pl_module.block is not None:
+            return  # method block redraws the head: a shift from the original says nothing
         writer = logger.experiment
         head = pl_module.model.prototypes
         forget = pl_module.cache["forget"]

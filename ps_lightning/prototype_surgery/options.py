@@ -10,7 +10,7 @@ from ps_lightning.prototype_surgery.soft_labels import paper_cross_entropy, soft
 
 # The choices of the options, typed so that `--help` lists them and the CLI refuses others;
 # the tuples check the same choices for callers that build the module in Python.
-SurgeryMethod = Literal["naive", "ps", "naive+ps"]
+SurgeryMethod = Literal["naive", "ps", "naive+ps", "block", "auto"]
 Trainable = Literal["bias", "weight", "weight+bias"]
 EarlyStop = Literal["off", "on", "auto"]
 AnchorTarget = Literal["labels", "outputs"]

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from ps_lightning.data.loaders import same_order_loader
 from ps_lightning.data.samplers import TensorSamples
 from ps_lightning.metrics import accuracy, true_class_confidence
+from ps_lightning.prototype_surgery.block_method import BlockRetraining
 from ps_lightning.prototype_surgery.early_stop import (
     WHOLE_CLASS_EPOCH_LIMIT,
     ClosestToHeldoutLevel,
@@ -53,7 +54,12 @@ class PSUnlearnModule(UnlearningModule):
     Args:
         original_ckpt: the original model's checkpoint (read only; never modified).
         method: ``naive`` (closed-form surgery), ``ps`` (soft-label fine-tuning of the final
-            layer) or ``naive+ps`` (PS starting from the Naive PS prototypes).
+            layer), ``naive+ps`` (PS starting from the Naive PS prototypes), ``block`` (the
+            network's last block and head retrained from a fresh start on the retain set's
+            cached block inputs: forgetting that reaches the features; `block_retrain`) or
+            ``auto``: ``ps`` on a request within at most half of the classes that leaves each
+            of them (the paper's request), ``block`` on any other (whole classes; samples
+            spread over every class, where PS lowers retain and test accuracy).
         epochs: PS epochs over the forget set (the paper: MNIST 50, others 150).
         lr: PS learning rate (the paper: MNIST 0.01, CIFAR-10 0.05, CIFAR-100 0.15,
             TinyImageNet 0.3).
@@ -92,6 +98,10 @@ class PSUnlearnModule(UnlearningModule):
         cumulative: successive requests against the same original model accumulate, recorded
             in the ledger under its lock: the result removes every sample of every earlier
             cumulative request too, also of requests running at the same time.
+        block_epochs: method ``block``: the most epochs over the retain set; it stops at the
+            first epoch whose retain accuracy reaches the original model's.
+        block_lr: method ``block``: the learning rate, cosine-annealed per step to 0 over
+            ``block_epochs``; optimizer and weight decay are PS's.
         num_classes: set from the data; checked against the checkpoint.
         in_channels: set from the data; checked against the checkpoint.
     """
@@ -115,6 +125,8 @@ class PSUnlearnModule(UnlearningModule):
         loss: LossName = "soft",
         use_index: bool = True,
         cumulative: bool = False,
+        block_epochs: int = 10,
+        block_lr: float = 2e-3,
         num_classes: int | None = None,
         in_channels: int | None = None,
     ) -> None:
@@ -128,20 +140,26 @@ class PSUnlearnModule(UnlearningModule):
         ):
             if value not in allowed:
                 raise ValueError(f"{name}={value!r} is not one of {allowed}.")
-        if epochs < 0 or lr <= 0 or retain_anchor < 0 or anchor_size < 1 or top_k < 1:
-            raise ValueError("epochs, retain_anchor must be >= 0; lr, anchor_size, top_k > 0.")
+        if (
+            min(epochs, retain_anchor) < 0
+            or min(lr, anchor_size, top_k, block_epochs, block_lr) <= 0
+        ):
+            raise ValueError(
+                "epochs, retain_anchor must be >= 0; lr, anchor_size, top_k, block_epochs, "
+                "block_lr > 0."
+            )
         if rcond != "auto" and (isinstance(rcond, str) or not 0 <= rcond < 1):
             raise ValueError(
                 f"rcond={rcond!r}: use 'auto' (the features' noise floor) or a number in [0, 1), "
                 "the eigenvalue cutoff relative to the largest."
             )
-        if cumulative and (method == "ps" or not use_index):
+        if cumulative and (method not in ("naive", "naive+ps") or not use_index):
             raise ValueError(
                 "cumulative requests accumulate in the surgery index of Naive PS: use them with "
                 "method naive or naive+ps and use_index true."
             )
         super().__init__(original_ckpt, num_classes, in_channels)
-        if method != "ps" and not self.model.has_initial_head:
+        if method in ("naive", "naive+ps") and not self.model.has_initial_head:
             raise ValueError(
                 f"Naive PS needs the head's initial weights, which '{original_ckpt}' does not "
                 "carry: train with ps_lightning.RecordInitialHead in the Trainer's callbacks, or "
@@ -162,20 +180,35 @@ class PSUnlearnModule(UnlearningModule):
         self.surgery_rank: int | None = None
         # Cumulative requests: the result's split manifest, every sample removed so far.
         self.cumulative_manifest: dict[str, Any] | None = None
+        self.block: BlockRetraining | None = None  # method block, from setup on
+
+    @functools.cached_property
+    def surgery_method(self) -> str:
+        """``method``, with ``auto`` resolved by the request (docs/unlearning.md has the
+        measurements behind the rule)."""
+        if self.hparams.method != "auto":
+            return self.hparams.method
+        data = self.datamodule
+        return "ps" if data.targets_few_classes and not data.forgets_whole_classes else "block"
 
     @property
     def trains(self) -> bool:
-        return self.hparams.method != "naive" and self.hparams.epochs > 0
+        method = self.surgery_method
+        return method == "block" or (method != "naive" and self.hparams.epochs > 0)
 
     @property
     def training_epochs(self) -> int:
+        if self.surgery_method == "block":
+            return self.hparams.block_epochs
         return self.hparams.epochs if self.trains else 0  # naive surgery trains for none
 
     @functools.cached_property
     def uses_early_stop(self) -> bool:
         # Cached: it is asked before every step, and the whole-class test scans every label.
-        mode = self.hparams.early_stop
-        return mode == "on" or (mode == "auto" and not self.datamodule.forgets_whole_classes)
+        # Method block has a stop of its own (the original's retain accuracy).
+        mode, method = self.hparams.early_stop, self.surgery_method
+        whole = self.datamodule.forgets_whole_classes
+        return method != "block" and (mode == "on" or (mode == "auto" and not whole))
 
     @functools.cached_property
     def stops_when_forgotten(self) -> bool:
@@ -183,7 +216,7 @@ class PSUnlearnModule(UnlearningModule):
         class's samples classified as it), not after ``epochs``."""
         # naive+ps: Naive PS has forgotten the class already; its PS epochs repair the rest.
         auto = self.hparams.early_stop == "auto" and not self.uses_early_stop
-        return self.hparams.method == "ps" and self.trains and auto
+        return self.surgery_method == "ps" and self.trains and auto
 
     # ------------------------------------------------------------------ set-up
     def configure_callbacks(self) -> list[L.Callback]:
@@ -191,6 +224,11 @@ class PSUnlearnModule(UnlearningModule):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
+        if self.surgery_method == "block":
+            self.block = BlockRetraining(self)
+            # A stored feature pass holds the original network's features, which this changes.
+            self.feature_store = None
+            return
         head = self.model.prototypes
         train_weight = self.hparams.trainable in ("weight", "weight+bias")
         train_bias = self.hparams.trainable in ("bias", "weight+bias")
@@ -201,14 +239,25 @@ class PSUnlearnModule(UnlearningModule):
         if stage == "fit" and self.stops_when_forgotten:
             self.trainer.fit_loop.max_epochs = self.hparams.epochs * WHOLE_CLASS_EPOCH_LIMIT
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self) -> Any:
+        if self.block is not None:
+            return self.block.optimizer()
         head = self.model.prototypes
         params = [p for p in head.parameters() if p.requires_grad]
         return OPTIMIZERS[self.hparams.optimizer](
             params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
         )
 
+    def train(self, mode: bool = True) -> PSUnlearnModule:
+        super().train(mode)  # the original network in eval mode
+        if mode and self.block is not None:
+            self.block.block.train()  # method block: its BatchNorm and dropout train
+        return self
+
     def on_fit_start(self) -> None:
+        if self.block is not None:
+            self.block.start()
+            return
         forget = self.split_features("forget")
         self.cache["forget"] = forget
         if self.hparams.method in ("naive", "naive+ps"):
@@ -262,6 +311,8 @@ class PSUnlearnModule(UnlearningModule):
         order on every process (Naive PS: the datamodule's loader, never iterated)."""
         if not self.trains:
             return super().train_dataloader()
+        if self.block is not None:
+            return self.block.loader()
         forget, data = self.cache["forget"], self.datamodule.hparams
         samples = TensorSamples(forget["features"], forget["targets"])
         return same_order_loader(samples, data.batch_size, data.seed)
@@ -273,6 +324,10 @@ class PSUnlearnModule(UnlearningModule):
     def training_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
     ) -> torch.Tensor:
+        if self.block is not None:
+            loss = self.block.loss(batch)
+            self.epoch_losses.setdefault("block/loss", []).append(loss.detach())
+            return loss
         features, targets = batch
         loss = LOSSES[self.hparams.loss](self._head_logits(features), targets)
         self.epoch_losses.setdefault("ps/soft_label_loss", []).append(loss.detach())
@@ -313,6 +368,8 @@ class PSUnlearnModule(UnlearningModule):
         return self.trainer.strategy.reduce_boolean_decision(self._accuracy("forget") == 0.0)
 
     def on_train_end(self) -> None:
+        if self.block is not None:
+            self.block.block.eval()  # the result is used for inference
         if self.stops_when_forgotten and self.stopped_at_epoch is None and self._forgotten():
             self.stopped_at_epoch = self.current_epoch  # reached by the very last step
         if self.stopper is None:
@@ -358,7 +415,14 @@ class PSUnlearnModule(UnlearningModule):
         for name, values in self.epoch_losses.items():
             self.log(name, torch.stack(values).mean())
         self.epoch_losses.clear()
-        self._log_curves(step=self.current_epoch + 1)
+        if self.block is None:
+            self._log_curves(step=self.current_epoch + 1)
+            return
+        reached = self.block.reached_target()
+        self.log("block/retain_acc", self.block.retain_acc)
+        if self.trainer.strategy.reduce_boolean_decision(reached):
+            self.stopped_at_epoch = self.current_epoch
+            self.trainer.should_stop = True
 
     # ------------------------------------------------------------------ the result
     def result_manifest(self) -> dict[str, Any]:
@@ -379,6 +443,8 @@ class PSUnlearnModule(UnlearningModule):
                 "ps_kept_start_state": restored_step == 0,
                 "surgery_rtol": self.surgery_rtol,
                 "surgery_rank": self.surgery_rank,
+                "method_run": self.surgery_method if self._trainer else self.hparams.method,
+                **(self.block.record() if self.block is not None else {}),
             }
         )
         # The sentence travels with the record, so the run summary and the tables read it

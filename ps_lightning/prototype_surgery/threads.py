@@ -47,6 +47,8 @@ class HeadThreads(L.Callback):
         self.nvml_check: str | None = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if getattr(pl_module, "block", None) is not None:
+            return  # method block trains a network block: the process's threads serve it
         self.before = torch.get_num_threads()
         torch.set_num_threads(HEAD_THREADS)
         if os.environ.get(NVML_CHECK) == "1" and not nvml_loadable():

@@ -144,34 +144,41 @@ class UnlearningModule(L.LightningModule):
         return self.datamodule.train_dataloader()
 
     # ------------------------------------------------------------------ exact feature passes
-    def iter_features(self, loader: DataLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def iter_features(
+        self, loader: DataLoader, forward: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """``(features, labels)`` per batch of this process's shard: float32, autocast off (a
-        Gram matrix under bf16 has ~1e-3 error), the datamodule's eval transform."""
+        Gram matrix under bf16 has ~1e-3 error), the datamodule's eval transform. ``forward``
+        (default: the network's ``forward_features``) maps the model input to the rows kept."""
+        forward = forward or self.model.forward_features
         with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
             shown = trainer_progress(self.trainer)
             for batch in progress(loader, "feature pass", total=len(loader), enabled=shown):
                 images, labels = (t.to(self.device, non_blocking=True) for t in batch)
-                inputs = self.datamodule.model_input(images)
-                yield self.model.forward_features(inputs).float(), labels
+                yield forward(self.datamodule.model_input(images)).float(), labels
+
+    @torch.no_grad()
+    def extract_rows(
+        self, loader: DataLoader, forward: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`iter_features` of every sample of ``loader`` and their labels, gathered on each
+        process: under DDP each process sees a disjoint shard, and every process ends with all
+        rows."""
+        forward = forward or self.model.forward_features
+        rows, labels = [], []
+        for batch_rows, batch_labels in self.iter_features(loader, forward):
+            rows.append(batch_rows)
+            labels.append(batch_labels)
+        if not rows:  # this process's shard is empty (fewer samples than processes)
+            images, no_labels = (t[:0].to(self.device) for t in loader.dataset.tensors)
+            with torch.autocast(self.device.type, enabled=False):
+                rows, labels = [forward(self.datamodule.model_input(images)).float()], [no_labels]
+        return gather_rows(self, torch.cat(rows)), gather_rows(self, torch.cat(labels))
 
     @torch.no_grad()
     def extract(self, loader: DataLoader) -> dict[str, torch.Tensor]:
-        """Features, logits and labels of every sample of ``loader``, gathered on each process.
-
-        Under DDP each process sees a disjoint shard and the shards are gathered, so every
-        process ends with all rows.
-        """
-        features, labels = [], []
-        for batch_features, batch_labels in self.iter_features(loader):
-            features.append(batch_features)
-            labels.append(batch_labels)
-        feats = (
-            torch.cat(features)
-            if features
-            else torch.empty(0, self.model.prototypes.in_features, device=self.device)
-        )
-        labs = torch.cat(labels) if labels else torch.empty(0, dtype=torch.long, device=self.device)
-        return self.head_outputs(gather_rows(self, feats), gather_rows(self, labs))
+        """Features, logits and labels of every sample of ``loader``, gathered on each process."""
+        return self.head_outputs(*self.extract_rows(loader))
 
     def head_outputs(self, features: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """Features, labels and the logits of the current head on them."""

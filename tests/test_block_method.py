@@ -1,0 +1,158 @@
+"""Method block (the network's last block retrained on the retain set) and method auto, which
+gives each request the method measured best for its kind."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from unlearning_fixtures import Original, original, unlearn, unlearning_record
+
+from ps_lightning import Unlearner
+from ps_lightning.data import DigitsDataModule
+from ps_lightning.data.requests import targets_few_classes
+from ps_lightning.harness.chain import drop_unread_block_options
+from ps_lightning.models.classifier import load_classifier
+from ps_lightning.models.last_block import split_last_block
+from ps_lightning.models.lenet import LeNet5Net
+from ps_lightning.models.resnet_cifar import CifarResNetNet
+from ps_lightning.models.resnet_torchvision import resnet18_net
+from ps_lightning.models.vgg import VGG16Net
+from ps_lightning.prototype_surgery.block_retrain import reinitialise
+
+__all__ = ["original"]  # a fixture used below
+
+
+def _ids(module: nn.Module) -> set[int]:
+    return {id(p) for p in module.parameters()}
+
+
+@pytest.mark.parametrize(
+    ("build", "shape"),
+    [
+        (LeNet5Net, (2, 1, 32, 32)),
+        (CifarResNetNet, (2, 3, 32, 32)),
+        (resnet18_net, (2, 3, 32, 32)),
+        (VGG16Net, (2, 3, 64, 64)),
+    ],
+    ids=["lenet5", "resnet20", "resnet18", "vgg16"],
+)
+def test_the_last_block_after_the_trunk_gives_the_networks_features(build, shape) -> None:
+    torch.manual_seed(0)
+    net = build().eval()
+    images = torch.randn(shape)
+
+    trunk, block = split_last_block(net)
+
+    torch.testing.assert_close(block(trunk(images)), net.forward_features(images))
+    # The split shares the network's own parameters, and only the head is in neither part.
+    assert not _ids(trunk) & _ids(block)
+    assert _ids(trunk) | _ids(block) == _ids(net) - _ids(net.fc)
+    assert _ids(block), "the block must have parameters to retrain"
+
+
+def test_a_network_that_names_no_last_block_is_refused_with_the_fix() -> None:
+    with pytest.raises(ValueError, match=r"last_block\(\).*or use method 'ps'"):
+        split_last_block(nn.Linear(4, 2))
+
+
+def test_reinitialise_draws_the_same_fresh_start_from_a_seed_and_keeps_the_callers_state() -> None:
+    first, second = nn.Linear(8, 4), nn.Linear(8, 4)
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    reinitialise(first, 5)
+    reinitialise(second, 5)
+    torch.testing.assert_close(first.weight, second.weight, rtol=0, atol=0)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_a_request_within_a_few_classes_is_told_from_one_spread_over_all() -> None:
+    labels = torch.arange(10).repeat(20)
+    assert targets_few_classes(labels[labels == 1][:5], 10)  # part of class 1
+    assert targets_few_classes(labels[(labels == 1) | (labels == 7)], 10)
+    assert not targets_few_classes(labels[::3], 10)  # a random draw touches every class
+    assert not targets_few_classes(labels[labels < 6], 10)  # six of ten classes
+
+
+@pytest.mark.parametrize(
+    ("request_args", "method_run"),
+    [
+        ((), "ps"),  # the config's request: 10% of class 1
+        (("--data.init_args.forget_ratio", "1.0"), "block"),  # the whole class
+        (("--data.init_args.forget", "random"), "block"),  # spread over every class
+    ],
+    ids=["part-of-a-class", "whole-class", "random"],
+)
+def test_method_auto_gives_each_request_kind_its_method(
+    original: Original, tmp_path: Path, request_args: tuple[str, ...], method_run: str
+) -> None:
+    result = unlearn(
+        tmp_path / "runs",
+        "auto",
+        original.copy_to(tmp_path / "original"),
+        "--model.init_args.method",
+        "auto",
+        "--model.init_args.epochs",
+        "2",
+        "--model.init_args.block_epochs",
+        "2",
+        *request_args,
+        config="ps.yaml",
+    )
+    record = unlearning_record(result)
+    assert record["config"]["method"] == "auto"
+    assert record["method_run"] == method_run
+
+
+def test_block_forgets_a_whole_class_in_the_features_and_leaves_the_trunk_as_it_was(
+    original: Original, tmp_path: Path
+) -> None:
+    unlearner = Unlearner.from_checkpoint(
+        original.copy_to(tmp_path / "original"), DigitsDataModule()
+    )
+    result = unlearner.forget(classes=[1], ratio=1.0, method="block")
+    original_model, _ = load_classifier(str(original.ckpt))
+    original_net = original_model.net
+
+    net = result.model.net
+    trunk, block = split_last_block(net)
+    original_trunk, original_block = split_last_block(original_net)
+    for mine, theirs in zip(trunk.parameters(), original_trunk.parameters(), strict=True):
+        assert torch.equal(mine, theirs)  # frozen: bitwise the original's
+    # Drawn afresh, not fine-tuned: the first layer's rows no longer resemble the original's.
+    fresh, old = block[1].weight.flatten(), original_block[1].weight.flatten()
+    assert torch.nn.functional.cosine_similarity(fresh, old, dim=0) < 0.5
+    assert result.metrics["forget_acc"] == 0.0  # never saw the class
+    assert result.metrics["retain_acc"] >= 0.8
+    record = result.record
+    assert record["method_run"] == "block" and record["block_target_retain_acc"] > 0.8
+    stopped = record["stopped_at_epoch"] is not None
+    assert stopped == (record["block_retain_acc"] >= record["block_target_retain_acc"])
+    # The head's fresh start is recorded as the initial head a later Naive PS request needs.
+    start = copy.deepcopy(nn.ModuleList([original_block, original_net.fc]))
+    reinitialise(start, DigitsDataModule().hparams.seed)
+    assert torch.equal(result.model.initial_prototypes, start[1].weight)
+
+
+def test_the_bench_key_leaves_out_block_options_only_where_the_method_never_reads_them() -> None:
+    for method in ("naive", "ps", "naive+ps"):
+        init_args = {"method": method, "lr": 0.03, "block_epochs": 10, "block_lr": 2e-3}
+        drop_unread_block_options(init_args)
+        assert init_args == {"method": method, "lr": 0.03}  # keys of older steps stay valid
+    for method in ("block", "auto"):
+        init_args = {"method": method, "block_epochs": 10, "block_lr": 2e-3}
+        drop_unread_block_options(init_args)
+        assert init_args == {"method": method, "block_epochs": 10, "block_lr": 2e-3}
+
+
+def test_the_api_runs_the_presets_method_unless_told(original: Original, tmp_path: Path) -> None:
+    unlearner = Unlearner.from_checkpoint(
+        original.copy_to(tmp_path / "original"), DigitsDataModule()
+    )
+    shipped = unlearner.forget([3, 17, 42], epochs=1, block_epochs=1)
+    told = unlearner.forget([3, 17, 42], method="auto", epochs=1, block_epochs=1)
+    assert shipped.record["config"]["method"] == "ps"  # configs/digits/ps.yaml
+    assert told.record["config"]["method"] == "auto" and told.record["method_run"] == "ps"
