@@ -154,7 +154,7 @@ def test_what_is_no_subcommand_is_refused_naming_every_subcommand(
 
 # Every choice option of the command, with its choices as `--help` lists them.
 CHOICES = [
-    ("model", "PSUnlearnModule", "method", "naive,ps,naive+ps"),
+    ("model", "PSUnlearnModule", "method", "naive,ps,naive+ps,block,auto"),
     ("model", "PSUnlearnModule", "trainable", "bias,weight,weight+bias"),
     ("model", "PSUnlearnModule", "early_stop", "off,on,auto"),
     ("model", "PSUnlearnModule", "anchor_target", "labels,outputs"),
