@@ -153,6 +153,6 @@ def test_the_api_runs_the_presets_method_unless_told(original: Original, tmp_pat
         original.copy_to(tmp_path / "original"), DigitsDataModule()
     )
     shipped = unlearner.forget([3, 17, 42], epochs=1, block_epochs=1)
-    told = unlearner.forget([3, 17, 42], method="auto", epochs=1, block_epochs=1)
+    told = unlearner.forget([3, 17, 42], method="block", epochs=1, block_epochs=1)
     assert shipped.record["config"]["method"] == "ps"  # configs/digits/ps.yaml
-    assert told.record["config"]["method"] == "auto" and told.record["method_run"] == "ps"
+    assert told.record["config"]["method"] == "block" and told.record["method_run"] == "block"

@@ -53,6 +53,12 @@ def planned_steps(table: dict[str, Any], dataset: str, scenario: str, record: di
     ran = record.get("methods_run") or [
         m for m in table["methods"] if m in record["steps"] or m in record["failed"]
     ]
+    # Steps merged in from an earlier run (`--merge`): each method's own step is keyed by its
+    # configuration alone; only the evaluation depends on which methods ran together, so that
+    # earlier run's evaluation is planned first and this run's replaces it.
+    merged_in = [m for m in record.get("steps", {}) if m in offered and m not in ran]
+    if merged_in:
+        harness.seed_steps(record["seed"], scenario, {m: offered[m] for m in merged_in})
     harness.seed_steps(record["seed"], scenario, {m: offered[m] for m in ran})
     return digests
 
