@@ -300,7 +300,7 @@ class Unlearner:
                     forget["features"], module.original_weight, module.original_bias
                 )
                 before = original.argmax(1)
-            changed = int((forget["logits"].argmax(1) != before).sum())
+            changed = int((forget["logits"].argmax(1).cpu() != before.cpu()).sum())
         return ForgetResult(
             model=model,
             forget_indices=list(module.result_manifest()["forget_indices"]),

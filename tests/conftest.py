@@ -1,9 +1,12 @@
-"""Shared helpers: the repository root and a stand-in Trainer for datamodule hooks."""
+"""Shared helpers: the repository root, a stand-in Trainer for datamodule hooks and the
+console script run in this process."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from types import SimpleNamespace
+from unittest import mock
 
 import pytest
 
@@ -37,3 +40,17 @@ def listing(folder: Path) -> list[str]:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+def command_output(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Exit code, stdout and stderr of ``ps-lightning ARGS`` (the console script's `main`, on
+    this process's arguments) in this process."""
+    from ps_lightning.cli import main  # imported when used: conftest stays import-light
+
+    with (
+        mock.patch.object(sys, "argv", ["ps-lightning", *args]),
+        pytest.raises(SystemExit) as exited,
+    ):
+        main()
+    captured = capsys.readouterr()
+    return int(exited.value.code or 0), captured.out, captured.err

@@ -9,13 +9,11 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from unittest import mock
 
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, command_output
 from lightning.pytorch.callbacks import ModelSummary
 
-from ps_lightning.cli import main
 from ps_lightning.harness.main import parse
 from ps_lightning.step_checks import refuse_pointless_subcommand
 from ps_lightning.steps import run_step
@@ -36,18 +34,6 @@ for args in (["--help"], ["--version"], ["fitt"], []):
 heavy = ("lightning", "lightning_fabric", "torch", "jsonargparse", "ps_lightning.steps")
 print(json.dumps([codes, [name for name in heavy if name in sys.modules]]))
 """
-
-
-def command_output(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Exit code, stdout and stderr of ``ps-lightning ARGS`` in this process, as the console
-    script runs it (on the process's arguments)."""
-    with (
-        mock.patch.object(sys, "argv", ["ps-lightning", *args]),
-        pytest.raises(SystemExit) as exited,
-    ):
-        main()
-    captured = capsys.readouterr()
-    return int(exited.value.code or 0), captured.out, captured.err
 
 
 def test_help_version_and_a_wrong_subcommand_answer_before_lightning_is_imported() -> None:

@@ -11,15 +11,13 @@ import subprocess
 import sys
 from importlib.metadata import version
 from pathlib import Path
-from unittest import mock
 
 import lightning as L
 import pytest
 import torch
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, command_output
 from unlearning_fixtures import Original, naive_reference, original
 
-from ps_lightning.cli import main
 from ps_lightning.models import ImageClassifier, LeNet5, ResNet20
 from ps_lightning.steps import cli_main
 
@@ -92,18 +90,6 @@ def test_short_class_names_resolve_as_in_lightningcli() -> None:
     )
     results = [json.loads(line) for line in finished.stdout.splitlines()]
     assert results == [[args, 0, True] for args, _ in cases]
-
-
-def command_output(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Exit code, stdout and stderr of ``ps-lightning ARGS`` (the console script's `main`, on
-    this process's arguments) in this process."""
-    with (
-        mock.patch.object(sys, "argv", ["ps-lightning", *args]),
-        pytest.raises(SystemExit) as exited,
-    ):
-        main()
-    captured = capsys.readouterr()
-    return int(exited.value.code or 0), captured.out, captured.err
 
 
 def test_the_command_help_lists_every_subcommand_on_a_line_saying_what_it_does(

@@ -45,7 +45,9 @@ EPOCH_OPTIONS = (
     "retain_anchor",
 )
 ANCHOR_OPTIONS = ("anchor_size", "anchor_target")  # read only with retain_anchor > 0
-BLOCK_OPTIONS = ("block_epochs", "block_lr")  # read by method block alone
+# Read by method block alone (prototype_surgery.options.BLOCK_OPTIONS, which this room sits below;
+# tests/test_evaluation.py keeps the two equal).
+BLOCK_OPTIONS = ("block_epochs", "block_lr")
 BLOCK_RECORD = ("block_target_retain_acc", "block_retain_acc")
 SURGERY_RECORD = ("index_built", "surgery_rtol", "surgery_rank")
 EPOCH_RECORD = (

@@ -20,6 +20,7 @@ from typing import Any
 from ps_lightning.console import StepProgress
 from ps_lightning.files import atomic_write_json
 from ps_lightning.harness.methods import SCENARIOS
+from ps_lightning.prototype_surgery.options import BLOCK_OPTIONS, HEAD_METHODS
 from ps_lightning.run_folder import METRICS_NAME, finished_files
 from ps_lightning.steps import StepFailed, resolved_config, run_step
 
@@ -55,14 +56,10 @@ def source_commit(folder: Path) -> str | None:
     return head + ("-dirty" if status else "")
 
 
-# PSUnlearnModule's options that only method block (or auto, which may choose it) reads.
-BLOCK_OPTIONS = ("block_epochs", "block_lr")
-
-
 def drop_unread_block_options(init_args: dict) -> None:
     """Leave method block's options out of the key of a PS step whose method never reads them:
     they change nothing it computes, and keys of steps planned before they existed stay valid."""
-    if init_args.get("method") in ("naive", "ps", "naive+ps"):
+    if init_args.get("method") in HEAD_METHODS:
         for name in BLOCK_OPTIONS:
             init_args.pop(name, None)
 

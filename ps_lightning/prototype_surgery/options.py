@@ -17,6 +17,11 @@ AnchorTarget = Literal["labels", "outputs"]
 LossName = Literal["soft", "paper"]
 OptimizerName = Literal["adam", "sgd"]
 SURGERY_METHODS: tuple[str, ...] = get_args(SurgeryMethod)
+# The methods that run Naive PS (and need the head's initial weights), and those that change
+# the head alone (they never read the block options below).
+NAIVE_METHODS = ("naive", "naive+ps")
+HEAD_METHODS = (*NAIVE_METHODS, "ps")
+BLOCK_OPTIONS = ("block_epochs", "block_lr")  # read by method block (and auto) alone
 TRAINABLE: tuple[str, ...] = get_args(Trainable)
 EARLY_STOP: tuple[str, ...] = get_args(EarlyStop)
 ANCHOR_TARGETS: tuple[str, ...] = get_args(AnchorTarget)

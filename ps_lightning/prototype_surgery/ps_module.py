@@ -32,6 +32,7 @@ from ps_lightning.prototype_surgery.options import (
     ANCHOR_TARGETS,
     EARLY_STOP,
     LOSSES,
+    NAIVE_METHODS,
     NAIVE_WHOLE_CLASS,
     OPTIMIZERS,
     SURGERY_METHODS,
@@ -153,13 +154,13 @@ class PSUnlearnModule(UnlearningModule):
                 f"rcond={rcond!r}: use 'auto' (the features' noise floor) or a number in [0, 1), "
                 "the eigenvalue cutoff relative to the largest."
             )
-        if cumulative and (method not in ("naive", "naive+ps") or not use_index):
+        if cumulative and (method not in NAIVE_METHODS or not use_index):
             raise ValueError(
                 "cumulative requests accumulate in the surgery index of Naive PS: use them with "
                 "method naive or naive+ps and use_index true."
             )
         super().__init__(original_ckpt, num_classes, in_channels)
-        if method in ("naive", "naive+ps") and not self.model.has_initial_head:
+        if method in NAIVE_METHODS and not self.model.has_initial_head:
             raise ValueError(
                 f"Naive PS needs the head's initial weights, which '{original_ckpt}' does not "
                 "carry: train with ps_lightning.RecordInitialHead in the Trainer's callbacks, or "
@@ -260,7 +261,7 @@ class PSUnlearnModule(UnlearningModule):
             return
         forget = self.split_features("forget")
         self.cache["forget"] = forget
-        if self.hparams.method in ("naive", "naive+ps"):
+        if self.surgery_method in NAIVE_METHODS:
             self._naive_surgery(forget["features"])
         if not self.trains:
             return
