@@ -68,7 +68,10 @@ class FakeSteps:
 
 
 def harness_with(
-    steps: FakeSteps, max_epochs: int | None = None, architecture: str | None = None
+    steps: FakeSteps,
+    max_epochs: int | None = None,
+    architecture: str | None = None,
+    training_extra: list[str] | None = None,
 ) -> Harness:
     harness = Harness(
         "digits",
@@ -77,6 +80,7 @@ def harness_with(
         extra=[],
         max_epochs=max_epochs,
         architecture=architecture,
+        training_extra=training_extra,
     )
     harness.step = steps  # type: ignore[method-assign]
     return harness
@@ -105,18 +109,19 @@ def test_single_seed_tables_print_no_spread(tmp_path: Path) -> None:
     assert "0.100 ± 0.000" in two
 
 
-def test_max_epochs_and_architecture_reach_only_original_and_retrain_and_change_nothing_without(
+def test_max_epochs_architecture_and_training_args_reach_only_original_and_retrain(
     tmp_path: Path,
 ) -> None:
     plain, shortened = FakeSteps(tmp_path), FakeSteps(tmp_path)
     harness_with(plain).seed_run(0, "random", {"ps": METHOD_CONFIGS["ps"]})
-    harness_with(shortened, max_epochs=2, architecture="ResNet18").seed_run(
+    bf16 = ["--trainer.precision=bf16-mixed"]
+    harness_with(shortened, max_epochs=2, architecture="ResNet18", training_extra=bf16).seed_run(
         0, "random", {"ps": METHOD_CONFIGS["ps"]}
     )
     # The original's command line as the harness has always built it: cached runs stay valid.
     assert plain.calls[0][3] == ["--seed_everything", "0"]
     extra = ["--model", "ps_lightning.models.ResNet18"]
-    extra += ["--trainer.max_epochs", "2", "--lr_scheduler.init_args.T_max", "2"]
+    extra += ["--trainer.max_epochs", "2", "--lr_scheduler.init_args.T_max", "2", *bf16]
     for before, after in zip(plain.calls, shortened.calls, strict=True):
         if before[1] in ("original.yaml", "retrain.yaml"):
             assert after[3] == [*before[3], *extra]

@@ -79,6 +79,7 @@ class Harness:
         max_epochs: int | None = None,
         configs: Path = Path("configs"),
         architecture: str | None = None,
+        training_extra: list[str] | None = None,
     ) -> None:
         self.dataset = dataset
         self.configs = configs.resolve() / dataset
@@ -87,6 +88,7 @@ class Harness:
         self.isolate = isolate
         self.extra = extra
         self.max_epochs, self.architecture = max_epochs, architecture
+        self.training_extra = list(training_extra or [])
         # Once, before this run writes anything: its own tables would otherwise make the
         # checkout look edited to every later step.
         self.commit = source_commit(self.configs)
@@ -103,6 +105,8 @@ class Harness:
                 "--lr_scheduler.init_args.T_max",
                 str(max_epochs),
             ]
+        # e.g. bf16 training on a CPU with AMX; the methods and the evaluation stay as configured.
+        self.training += self.training_extra
 
     def settings(self) -> dict[str, Any]:
         """The arguments besides the configs that every step's key holds: ``Harness(dataset,
@@ -111,6 +115,7 @@ class Harness:
             "extra": self.extra,
             "max_epochs": self.max_epochs,
             "architecture": self.architecture,
+            "training_extra": self.training_extra,
         }
 
     def plan(self, subcommand: str, config: str, run: str, args: list[str]) -> Step:

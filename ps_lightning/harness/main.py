@@ -182,6 +182,14 @@ def bench_parser() -> ArgumentParser:
         default=[],
         help="extra CLI argument for every step, e.g. --trainer-arg=--trainer.accelerator=gpu",
     )
+    parser.add_argument(
+        "--training-arg",
+        action="append",
+        default=[],
+        help="extra CLI argument for original and retrain training only, e.g. "
+        "--training-arg=--trainer.precision=bf16-mixed (the methods and the evaluation run as "
+        "configured)",
+    )
     return parser
 
 
@@ -285,6 +293,7 @@ def main(argv: list[str] | None = None) -> None:
         args.max_epochs,
         args.configs,
         args.architecture,
+        args.training_arg,
     )
     harness.progress = StepProgress(
         planned_steps(len(args.scenarios), len(args.seeds), len(methods))
