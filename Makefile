@@ -14,11 +14,15 @@ RATIO ?= 0.1
 CLASSES ?= 1
 DATA_DIR ?= data
 RUNS_DIR ?= runs
-# Trainer settings passed to every step; MAX_EPOCHS only to original and retrain training.
+# Trainer settings passed to every step; MAX_EPOCHS and TRAINING_ARGS only to original and
+# retrain training (e.g. TRAINING_ARGS="--trainer.precision=bf16-mixed
+# --trainer.callbacks+=ps_lightning.models.ChannelsLast": ResNet20 trains 2.4x faster on a CPU
+# with AMX, benchmarks/README.md).
 ACCELERATOR ?= auto
 DEVICES ?= auto
 PRECISION ?= 32-true
 MAX_EPOCHS ?=
+TRAINING_ARGS ?=
 
 comma := ,
 # Where each step's run lives, named here and in no config: every step is given its folder
@@ -43,7 +47,8 @@ COMMON := --trainer.logger.init_args.save_dir $(RUNS_DIR) --data.init_args.data_
 REQUEST := --data.init_args.forget_classes '[$(CLASSES)]' --data.init_args.forget_ratio $(RATIO) \
 	--data.init_args.seed $(SEED)
 TRAINING := --seed_everything $(EXPID) \
-	$(if $(MAX_EPOCHS),--trainer.max_epochs $(MAX_EPOCHS) --lr_scheduler.init_args.T_max $(MAX_EPOCHS))
+	$(if $(MAX_EPOCHS),--trainer.max_epochs $(MAX_EPOCHS) --lr_scheduler.init_args.T_max $(MAX_EPOCHS)) \
+	$(TRAINING_ARGS)
 FROM_REQUEST := $(REQUEST) --data.init_args.split_manifest $(MANIFEST)
 FROM_ORIGINAL := --model.init_args.original_ckpt $(ORIGINAL_CKPT)
 # A step whose run folder exists but whose model.ckpt does not was interrupted: it is resumed
@@ -63,6 +68,7 @@ help:
 	@echo "make bench         every method x seed x scenario side by side (DATASET, SEEDS, METHODS, SCENARIOS)"
 	@echo "make tensorboard   TensorBoard on $(RUNS_DIR)"
 	@echo "variables: SEED EXPID RATIO CLASSES DATA_DIR RUNS_DIR ACCELERATOR DEVICES PRECISION MAX_EPOCHS"
+	@echo "           TRAINING_ARGS (original and retrain training only)"
 	@echo "           bench: SEEDS SCENARIOS METHODS ISOLATE=1 (each step in its own process: peak memory)"
 	@echo "                  SELECT=1 (choose each method's values on SELECT_SEEDS by GRID, report on SEEDS)"
 	@echo "                  SELECT_METHODS=... (re-select only these) MERGE=1 (keep the other methods' rows)"
@@ -160,6 +166,7 @@ bench: $(STAMP)
 		$(if $(SELECT),--grid $(GRID) --select-seeds $(SELECT_SEEDS)) \
 		$(if $(SELECT_METHODS),--select-methods $(SELECT_METHODS)) $(if $(MERGE),--merge) \
 		$(if $(MAX_EPOCHS),--max-epochs $(MAX_EPOCHS)) $(if $(ARCHITECTURE),--architecture $(ARCHITECTURE)) \
+		$(foreach arg,$(TRAINING_ARGS),--training-arg=$(arg)) \
 		--runs-dir $(RUNS_DIR)/bench --out benchmarks/results $(if $(ISOLATE),--isolate) \
 		--trainer-arg=--trainer.accelerator=$(ACCELERATOR) --trainer-arg=--trainer.devices=$(DEVICES) \
 		--trainer-arg=--trainer.precision=$(PRECISION) --trainer-arg=--data.init_args.data_dir=$(DATA_DIR)

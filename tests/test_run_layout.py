@@ -46,10 +46,12 @@ def options(command: list[str]) -> dict[str, str]:
     return dict(zip(words[::2], words[1::2], strict=True))
 
 
-def make_commands(dataset: str) -> dict[str, dict[str, str]]:
-    """The ps-lightning steps ``make <dataset>`` runs, with their default variables, by step."""
+def make_commands(dataset: str, *variables: str) -> dict[str, dict[str, str]]:
+    """The ps-lightning steps ``make <dataset>`` runs, with its default variables but for
+    ``variables`` (``NAME=value``), by step; an option given twice keeps its last value, as the
+    CLI does."""
     dry_run = subprocess.run(
-        ["make", "--no-print-directory", "-n", "-B", "chain", f"DATASET={dataset}"],
+        ["make", "--no-print-directory", "-n", "-B", "chain", f"DATASET={dataset}", *variables],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -57,6 +59,19 @@ def make_commands(dataset: str) -> dict[str, dict[str, str]]:
     ).stdout.replace("\\\n", " ")
     commands = [shlex.split(line) for line in dry_run.splitlines() if "ps-lightning" in line]
     return {Path(options(c)["--config"]).stem: options(c) for c in commands}
+
+
+@needs_make
+def test_training_args_reach_original_and_retrain_training_alone() -> None:
+    steps = make_commands("cifar10", "TRAINING_ARGS=--trainer.precision bf16-mixed")
+    precision = {name: step["--trainer.precision"] for name, step in steps.items()}
+    assert precision == {
+        "original": "bf16-mixed",
+        "retrain": "bf16-mixed",
+        "naive_ps": "32-true",
+        "ps": "32-true",
+        "evaluate": "32-true",
+    }
 
 
 def test_no_config_names_a_run_folder_or_a_file_of_a_run() -> None:
