@@ -1,7 +1,11 @@
-"""ResNet20 training throughput on CIFAR-shaped data, route by route, on a borrowed GPU.
+"""ResNet20 training throughput on CIFAR-shaped data, route by route, on a borrowed GPU or here.
 
     python benchmarks/gpu_throughput.py                # on the GPU machine (about 3 minutes)
+    python benchmarks/gpu_throughput.py --cpu          # on this CPU, batch 128 (about 2 minutes)
     python benchmarks/gpu_throughput.py --cpu-dry-run  # the same routes on the CPU, small
+
+On a CPU, bf16 is fast only where the CPU has bf16 arithmetic (AMX or AVX512-BF16: ``lscpu``
+flags ``amx_bf16``, ``avx512_bf16``); elsewhere it is emulated and slower than float32.
 
 Every route trains the project's `ResNet20` through a Lightning Trainer on the same random
 CIFAR-shaped uint8 data (50,000 images, the datamodule's crop and flip on the device), for a
@@ -80,23 +84,29 @@ def samples_per_second(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cpu", action="store_true", help="the routes on this CPU, batch 128")
     parser.add_argument("--cpu-dry-run", action="store_true", help="the routes on the CPU, small")
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--steps", type=int, default=200)
     args = parser.parse_args()
-    gpu = not args.cpu_dry_run
+    gpu = not (args.cpu or args.cpu_dry_run)
     if gpu and not torch.cuda.is_available():
-        raise SystemExit("no CUDA device: run on the GPU machine, or pass --cpu-dry-run")
+        raise SystemExit("no CUDA device: run on the GPU machine, or pass --cpu or --cpu-dry-run")
     set_threads(2)
     quiet_lightning()
-    batch, warmup, steps = (16, 2, 3) if args.cpu_dry_run else (args.batch, 30, args.steps)
+    batch, warmup, steps = (args.batch, 30, args.steps)
+    device = torch.cuda.get_device_name(0) if gpu else f"CPU, {torch.get_num_threads()} threads"
+    if args.cpu:  # the CIFAR-10 recipe's batch; a CPU step takes a tenth of a second or more
+        batch, warmup, steps = 128, 5, 40
+    if args.cpu_dry_run:
+        batch, warmup, steps = 16, 2, 3
+        device = "CPU (dry run: timings meaningless)"
     source = random_cifar(50_000 if gpu else batch * (warmup + steps))
-    device = torch.cuda.get_device_name(0) if gpu else "CPU (dry run: timings meaningless)"
     print(f"# ResNet20, batch {batch}, {steps} timed steps after {warmup}; {device}")
     measured = {}
     for name, route in ROUTES.items():
         if route.get("compile") and not gpu:
-            print(f"{name:<26} skipped on the CPU dry run (inductor compiles for minutes)")
+            print(f"{name:<26} skipped on the CPU (inductor compiles for minutes)")
             continue
         measured[name] = samples_per_second(route, source, batch, warmup, steps, gpu)
         print(f"{name:<26} {measured[name]:>10,.0f} samples/s")
