@@ -30,7 +30,7 @@ from unlearning_fixtures import (
 )
 
 from ps_lightning.data import DigitsDataModule
-from ps_lightning.evaluation.probes import linear_probe_accuracy, relearn_steps
+from ps_lightning.evaluation.probes import linear_probe_accuracy, reaches_accuracy, relearn_steps
 from ps_lightning.metrics import (
     MIA_ATTACKS,
     attack_accuracy,
@@ -241,6 +241,47 @@ def test_relearn_steps_counts_the_adam_steps_until_the_target() -> None:
     assert relearn_steps(head, inputs, labels, inputs, labels, 1.0, lr=0.1, max_steps=2) == 3
     for parameter, original_value in zip(head.parameters(), before, strict=True):
         assert torch.equal(parameter, original_value)  # the model under test is not touched
+
+
+class CountingLookup(torch.nn.Module):
+    """Logits read from a table by the input's index; counts the rows it was asked for."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.logits = logits
+        self.rows = 0
+
+    def forward(self, indices: torch.Tensor) -> torch.Tensor:
+        self.rows += len(indices)
+        return self.logits[indices]
+
+
+def test_reaches_accuracy_decides_as_the_whole_set_would_and_stops_early_when_far() -> None:
+    generator = torch.Generator().manual_seed(0)
+    for trial in range(200):
+        total = int(torch.randint(1, 1200, (1,), generator=generator))
+        logits = torch.randn(total, 3, generator=generator)
+        labels = torch.randint(0, 3, (total,), generator=generator)
+        full = int((logits.argmax(dim=1) == labels).sum()) / total
+        targets = [full, full - 1 / total, full + 1 / total, 0.0, 1.0]
+        targets.append(float(torch.rand(1, generator=generator)))
+        for target in targets:
+            model = CountingLookup(logits)
+            decided = reaches_accuracy(model, torch.arange(total), labels, target, batch_size=64)
+            assert decided == (full >= target), (trial, total, full, target)
+    # Exactly at the target only if every later sample is right: all right, or right at the end.
+    for right_from in (0, 100, 250):
+        logits = torch.zeros(300, 2)
+        logits[right_from:, 1] = 1.0
+        labels = torch.ones(300, dtype=torch.long)
+        target = (300 - right_from) / 300
+        assert reaches_accuracy(CountingLookup(logits), torch.arange(300), labels, target, 64)
+    # A forgotten class against a high target: settled within the first batches.
+    wrong = torch.zeros(5000, 2)
+    wrong[:, 0] = 1.0
+    model = CountingLookup(wrong)
+    assert not reaches_accuracy(model, torch.arange(5000), torch.ones(5000, dtype=torch.long), 0.9)
+    assert model.rows <= 1024
 
 
 # --------------------------------------------------------------------------- PS's early stop
