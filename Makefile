@@ -16,7 +16,7 @@ DATA_DIR ?= data
 RUNS_DIR ?= runs
 # Trainer settings passed to every step; MAX_EPOCHS and TRAINING_ARGS only to original and
 # retrain training (e.g. TRAINING_ARGS="--trainer.precision=bf16-mixed
-# --trainer.callbacks+=ps_lightning.models.ChannelsLast": ResNet20 trains 2.4x faster on a CPU
+# --trainer.callbacks+=ps_lightning.models.ChannelsLast": ResNet20 trains about 2.3x faster on a CPU
 # with AMX, benchmarks/README.md).
 ACCELERATOR ?= auto
 DEVICES ?= auto
