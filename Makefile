@@ -150,6 +150,9 @@ $(REQUEST_DIR)/evaluate/table.md: $(ORIGINAL_CKPT) $(foreach s,retrain naive_ps 
 # to benchmarks/results/<dataset>-selection.{md,json}), then reported on SEEDS (default 3 4 5).
 # MAX_EPOCHS: original and retrain training epochs (and their schedule), as for make <dataset>;
 # ARCHITECTURE: their network, if not the config's (a name from ps_lightning.models).
+# METHOD_ARGS: METHOD:ARG words, each an extra argument of that method's steps alone (e.g.
+# METHOD_ARGS="finetune:--trainer.precision=bf16-mixed" trains a peer like TRAINING_ARGS' models).
+METHOD_ARGS ?=
 SELECT ?=
 SELECT_SEEDS ?= 0 1 2
 SEEDS ?= $(if $(SELECT),3 4 5,0 1 2 3 4)
@@ -167,6 +170,7 @@ bench: $(STAMP)
 		$(if $(SELECT_METHODS),--select-methods $(SELECT_METHODS)) $(if $(MERGE),--merge) \
 		$(if $(MAX_EPOCHS),--max-epochs $(MAX_EPOCHS)) $(if $(ARCHITECTURE),--architecture $(ARCHITECTURE)) \
 		$(foreach arg,$(TRAINING_ARGS),--training-arg=$(arg)) \
+		$(foreach arg,$(METHOD_ARGS),--method-arg=$(arg)) \
 		--runs-dir $(RUNS_DIR)/bench --out benchmarks/results $(if $(ISOLATE),--isolate) \
 		--trainer-arg=--trainer.accelerator=$(ACCELERATOR) --trainer-arg=--trainer.devices=$(DEVICES) \
 		--trainer-arg=--trainer.precision=$(PRECISION) --trainer-arg=--data.init_args.data_dir=$(DATA_DIR)

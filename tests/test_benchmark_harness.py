@@ -72,6 +72,7 @@ def harness_with(
     max_epochs: int | None = None,
     architecture: str | None = None,
     training_extra: list[str] | None = None,
+    method_extra: dict[str, list[str]] | None = None,
 ) -> Harness:
     harness = Harness(
         "digits",
@@ -81,6 +82,7 @@ def harness_with(
         max_epochs=max_epochs,
         architecture=architecture,
         training_extra=training_extra,
+        method_extra=method_extra,
     )
     harness.step = steps  # type: ignore[method-assign]
     return harness
@@ -127,6 +129,38 @@ def test_max_epochs_architecture_and_training_args_reach_only_original_and_retra
             assert after[3] == [*before[3], *extra]
         else:
             assert after[3] == before[3]
+
+
+def test_method_args_reach_only_the_method_they_name(tmp_path: Path) -> None:
+    plain, peers_bf16 = FakeSteps(tmp_path), FakeSteps(tmp_path)
+    methods = {name: METHOD_CONFIGS[name] for name in ("ps", "finetune")}
+    harness_with(plain).seed_run(0, "random", methods)
+    bf16 = ["--trainer.precision=bf16-mixed"]
+    harness = harness_with(peers_bf16, method_extra={"finetune": bf16})
+    harness.seed_run(0, "random", methods)
+    changed = {
+        after[2]: after[3][len(before[3]) :]
+        for before, after in zip(plain.calls, peers_bf16.calls, strict=True)
+        if after[3] != before[3]
+    }
+    assert changed == {"s0-random-finetune": bf16}
+    # Kept with the table: the committed-results check plans the same steps again.
+    assert harness.settings()["method_extra"] == {"finetune": bf16}
+
+
+def test_a_method_arg_for_a_method_not_run_or_without_its_method_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runs = tmp_path / "runs"
+    for given, said in [
+        ("finetune:--trainer.precision=bf16-mixed", "'finetune' is not among this run's"),
+        ("--trainer.precision=bf16-mixed", "expected METHOD:ARG"),
+    ]:
+        with pytest.raises(SystemExit) as exited:
+            main([*BENCH, "--runs-dir", str(runs), f"--method-arg={given}"])
+        assert exited.value.code == 2
+        assert said in capsys.readouterr().err
+    assert not runs.exists()
 
 
 def test_selection_takes_the_lowest_mean_gap_and_never_a_point_that_failed() -> None:

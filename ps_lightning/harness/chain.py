@@ -80,6 +80,7 @@ class Harness:
         configs: Path = Path("configs"),
         architecture: str | None = None,
         training_extra: list[str] | None = None,
+        method_extra: dict[str, list[str]] | None = None,
     ) -> None:
         self.dataset = dataset
         self.configs = configs.resolve() / dataset
@@ -89,6 +90,9 @@ class Harness:
         self.extra = extra
         self.max_epochs, self.architecture = max_epochs, architecture
         self.training_extra = list(training_extra or [])
+        # Per method, after its overrides: e.g. the peers trained in bf16 like original and
+        # retrain, while PS and the evaluation stay as configured.
+        self.method_extra = {name: list(args) for name, args in (method_extra or {}).items()}
         # Once, before this run writes anything: its own tables would otherwise make the
         # checkout look edited to every later step.
         self.commit = source_commit(self.configs)
@@ -116,6 +120,7 @@ class Harness:
             "max_epochs": self.max_epochs,
             "architecture": self.architecture,
             "training_extra": self.training_extra,
+            "method_extra": self.method_extra,
         }
 
     def plan(self, subcommand: str, config: str, run: str, args: list[str]) -> Step:
@@ -236,6 +241,7 @@ class Harness:
                         "--model.init_args.original_ckpt",
                         str(checkpoints["original"]),
                         *overrides,
+                        *self.method_extra.get(name, []),
                     ],
                 )
             except StepFailed as error:

@@ -190,7 +190,35 @@ def bench_parser() -> ArgumentParser:
         "--training-arg=--trainer.precision=bf16-mixed (the methods and the evaluation run as "
         "configured)",
     )
+    parser.add_argument(
+        "--method-arg",
+        action="append",
+        default=[],
+        help="METHOD:ARG, an extra CLI argument for that method's steps only, e.g. "
+        "--method-arg=finetune:--trainer.precision=bf16-mixed (repeatable)",
+    )
     return parser
+
+
+def method_arguments(
+    parser: ArgumentParser, given: list[str], methods: Methods
+) -> dict[str, list[str]]:
+    """``--method-arg METHOD:ARG`` values as each method's extra arguments, in their order; a
+    method this run does not run, or a value without ``:``, is the parser's error."""
+    extra: dict[str, list[str]] = {}
+    for text in given:
+        name, colon, argument = text.partition(":")
+        if not colon or not argument:
+            parser.error(
+                f"--method-arg {text!r}: expected METHOD:ARG, e.g. "
+                "finetune:--trainer.precision=bf16-mixed"
+            )
+        if name not in methods:
+            parser.error(
+                f"--method-arg {text!r}: {name!r} is not among this run's methods {sorted(methods)}"
+            )
+        extra.setdefault(name, []).append(argument)
+    return extra
 
 
 def parse(argv: list[str] | None) -> tuple[argparse.Namespace, Methods, dict[str, list[dict]]]:
@@ -222,6 +250,7 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, Methods, dict[str
         )
     methods = {m: offered[m] for m in args.methods}
     methods.update(parse_variant(v) for v in args.variant)
+    args.method_arg = method_arguments(parser, args.method_arg, methods)
     if not args.configs.is_dir():
         parser.error(
             f"no configs folder '{args.configs}': run from the repository root or pass --configs."
@@ -294,6 +323,7 @@ def main(argv: list[str] | None = None) -> None:
         args.configs,
         args.architecture,
         args.training_arg,
+        args.method_arg,
     )
     harness.progress = StepProgress(
         planned_steps(len(args.scenarios), len(args.seeds), len(methods))

@@ -124,7 +124,10 @@ def run_selection(
         for point in method_points:
             name = point_name(method, point)
             points[method][name] = point
-            candidates[name] = (config, [*overrides, *point_overrides(point)])
+            # A point's run is its method's (named after the point, so the method's own
+            # arguments from --method-arg are added here).
+            extra = harness.method_extra.get(method, [])
+            candidates[name] = (config, [*overrides, *point_overrides(point), *extra])
     scores: dict[str, list[float]] = {name: [] for name in candidates}
     for scenario in args.scenarios:
         for seed in args.select_seeds:
