@@ -63,7 +63,7 @@ help:
 	@echo "                   whole class (the same original model), each with its comparison table"
 	@echo "make test          the test suite"
 	@echo "make <dataset>     $(subst $(space), | ,$(DATASETS)):"
-	@echo "                   original -> retrain -> naive_ps -> ps -> evaluate"
+	@echo "                   original -> retrain -> naive_ps -> ps -> evaluate (no naive_ps for RATIO=1.0)"
 	@echo "make fashion_mnist-data   lay out Fashion-MNIST offline from Debian's dataset-fashion-mnist"
 	@echo "make bench         every method x seed x scenario side by side (DATASET, SEEDS, METHODS, SCENARIOS)"
 	@echo "make tensorboard   TensorBoard on $(RUNS_DIR)"
@@ -139,9 +139,13 @@ $(REQUEST_DIR)/%/checkpoints/model.ckpt: $(ORIGINAL_CKPT) $(REQUEST_DIR)/retrain
 	$(PSL) fit --config $(CONFIGS)/$*.yaml --run $(REQUEST_RUN)/$* $(COMMON) $(FROM_REQUEST) $(FROM_ORIGINAL) \
 		$(call RESUME,$(REQUEST_DIR)/$*)
 
-$(REQUEST_DIR)/evaluate/table.md: $(ORIGINAL_CKPT) $(foreach s,retrain naive_ps ps,$(REQUEST_DIR)/$(s)/checkpoints/model.ckpt)
+# Naive PS refuses a whole-class request (RATIO=1.0): that chain evaluates PS alone beside the
+# references.
+CHAIN_MODELS := retrain $(if $(filter 1 1.0 1.00,$(RATIO)),,naive_ps) ps
+EVALUATED := original: $(ORIGINAL_CKPT)$(foreach s,$(CHAIN_MODELS),$(comma) $(s): $(REQUEST_DIR)/$(s)/checkpoints/model.ckpt)
+$(REQUEST_DIR)/evaluate/table.md: $(ORIGINAL_CKPT) $(foreach s,$(CHAIN_MODELS),$(REQUEST_DIR)/$(s)/checkpoints/model.ckpt)
 	$(PSL) test --config $(CONFIGS)/evaluate.yaml --run $(REQUEST_RUN)/evaluate $(COMMON) $(FROM_REQUEST) \
-		--model.init_args.checkpoints '{original: $(ORIGINAL_CKPT), retrain: $(REQUEST_DIR)/retrain/checkpoints/model.ckpt, naive_ps: $(REQUEST_DIR)/naive_ps/checkpoints/model.ckpt, ps: $(REQUEST_DIR)/ps/checkpoints/model.ckpt}'
+		--model.init_args.checkpoints '{$(subst $(space)$(comma),$(comma),$(EVALUATED))}'
 
 # The benchmark harness (ps-lightning bench): resumable, its runs in $(RUNS_DIR)/bench. make bench
 # updates the committed tables benchmarks/results/<dataset>-<scenario>.{md,json} (--out benchmarks/results;

@@ -62,6 +62,7 @@ from ps_lightning.prototype_surgery.closed_form import (
     with_constant,
 )
 from ps_lightning.prototype_surgery.ledger import index_path
+from ps_lightning.prototype_surgery.options import NAIVE_WHOLE_CLASS
 from ps_lightning.steps import run_step
 
 DIGITS = CONFIGS / "digits"
@@ -465,6 +466,10 @@ def check_paper_chains(s: Setup, report: Report) -> None:
                     for k, v in run["failed"].items()
                 }
             )
+        # What must happen: Naive PS refuses the whole class (PS forgets it).
+        refusal = failed.pop("wholeclass naive_ps", "")
+        if NAIVE_WHOLE_CLASS not in refusal:
+            failed["wholeclass naive_ps"] = refusal or "ran: it should refuse a whole class"
         ok &= not failed
         chain = time.perf_counter() - started - written
         report(

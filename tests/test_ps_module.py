@@ -12,6 +12,7 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import REPO_ROOT
 from unlearning_fixtures import (
     DEFAULT_NUM_FORGET,
     Original,
@@ -30,6 +31,7 @@ from unlearning_fixtures import (
 )
 
 from ps_lightning import Unlearner
+from ps_lightning.cli import main as cli_main
 from ps_lightning.data import DigitsDataModule
 from ps_lightning.data.manifest import write_manifest
 from ps_lightning.models import LeNet5
@@ -502,6 +504,40 @@ def test_unknown_method_is_refused(
         PSUnlearnModule(str(original.ckpt), method="foo")  # type: ignore[arg-type]
 
 
+def test_naive_ps_refuses_a_whole_class_request_in_one_line_naming_ps(
+    original: Original, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    save_dir = tmp_path / "runs"
+    whole_class = ["--data.init_args.forget_ratio", "1.0"]
+    with pytest.raises(SystemExit) as exited:
+        cli_main(
+            [
+                "fit",
+                "--config",
+                str(REPO_ROOT / "configs" / "digits" / "naive_ps.yaml"),
+                "--model.init_args.original_ckpt",
+                str(original.ckpt),
+                "--data.init_args.split_manifest",
+                "null",
+                *whole_class,
+                "--trainer.logger.init_args.save_dir",
+                str(save_dir),
+                "--run",
+                "whole-class",
+            ]
+        )
+    assert exited.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "method 'naive' refuses a whole-class request" in line and "method 'ps'" in line
+    assert not list(save_dir.rglob("*.ckpt"))
+    # The API says the same; a request that leaves a sample of the class is Naive PS's.
+    unlearner = Unlearner.from_checkpoint(original.copy_to(tmp_path / "api"), DigitsDataModule())
+    with pytest.raises(ValueError, match="method 'naive' refuses a whole-class request"):
+        unlearner.forget(classes=[1], ratio=1.0, method="naive")
+    almost = unlearner.forget(classes=[1], ratio=0.99, method="naive")
+    assert almost.record["method_run"] == "naive"
+
+
 def test_cumulative_requests_without_the_index_are_refused(
     original: Original, tmp_path: Path
 ) -> None:
@@ -774,7 +810,7 @@ def test_auto_runs_a_whole_class_request_until_no_forget_sample_is_classified_as
     assert 10 <= stopped.record["stopped_at_epoch"] < 100
     assert stopped.metrics["retain_acc"] >= counted.metrics["retain_acc"] - 0.05
     # naive+ps: Naive PS has forgotten the class; its PS epochs still run, to repair the rest.
-    naive = unlearner.forget(classes=[1], ratio=1.0, method="naive")
+    naive = unlearner.forget(classes=[1], ratio=1.0, method="naive+ps", epochs=0)
     both = unlearner.forget(classes=[1], ratio=1.0, method="naive+ps", early_stop="auto")
     assert not both.record["whole_class_stop"] and both.record["stopped_at_epoch"] is None
     assert not torch.equal(both.model.prototypes.bias, naive.model.prototypes.bias)

@@ -74,6 +74,21 @@ def test_training_args_reach_original_and_retrain_training_alone() -> None:
     }
 
 
+@needs_make
+def test_a_whole_class_chain_evaluates_ps_without_naive_ps_which_refuses_it() -> None:
+    steps = make_commands("digits", "RATIO=1.0")
+    assert set(steps) == set(CHAIN) - {"naive_ps"}
+    evaluated = yaml.safe_load(steps["evaluate"]["--model.init_args.checkpoints"])
+    assert list(evaluated) == ["original", "retrain", "ps"]
+    assert evaluated["ps"] == str(
+        Path(steps["ps"]["--trainer.logger.init_args.save_dir"])
+        / "digits"
+        / steps["ps"]["--run"]
+        / "checkpoints"
+        / "model.ckpt"
+    )
+
+
 def test_no_config_names_a_run_folder_or_a_file_of_a_run() -> None:
     for path in sorted(CONFIGS.rglob("*.yaml")):
         text = path.read_text()

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
 from ps_lightning.data.loaders import same_order_loader
@@ -225,6 +225,8 @@ class PSUnlearnModule(UnlearningModule):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
+        if self.surgery_method == "naive" and self.datamodule.forgets_whole_classes:
+            raise ValueError(NAIVE_WHOLE_CLASS)
         if self.surgery_method == "block":
             self.block = BlockRetraining(self)
             # A stored feature pass holds the original network's features, which this changes.
@@ -291,8 +293,6 @@ class PSUnlearnModule(UnlearningModule):
     def _naive_surgery(self, forget_features: torch.Tensor) -> None:
         """Naive PS on the head, and what it did kept for the record and the result."""
         hparams = self.hparams
-        if hparams.method == "naive" and self.datamodule.forgets_whole_classes:
-            rank_zero_warn(NAIVE_WHOLE_CLASS)
         surgery = naive_surgery(
             self,
             forget_features,
