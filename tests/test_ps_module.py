@@ -504,11 +504,10 @@ def test_unknown_method_is_refused(
         PSUnlearnModule(str(original.ckpt), method="foo")  # type: ignore[arg-type]
 
 
-def test_naive_ps_refuses_a_whole_class_request_in_one_line_naming_ps(
+def test_naive_ps_refuses_a_whole_class_request_in_one_line_naming_ps_before_any_file(
     original: Original, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     save_dir = tmp_path / "runs"
-    whole_class = ["--data.init_args.forget_ratio", "1.0"]
     with pytest.raises(SystemExit) as exited:
         cli_main(
             [
@@ -519,7 +518,8 @@ def test_naive_ps_refuses_a_whole_class_request_in_one_line_naming_ps(
                 str(original.ckpt),
                 "--data.init_args.split_manifest",
                 "null",
-                *whole_class,
+                "--data.init_args.forget_ratio",
+                "1.0",
                 "--trainer.logger.init_args.save_dir",
                 str(save_dir),
                 "--run",
@@ -529,13 +529,46 @@ def test_naive_ps_refuses_a_whole_class_request_in_one_line_naming_ps(
     assert exited.value.code == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert "method 'naive' refuses a whole-class request" in line and "method 'ps'" in line
-    assert not list(save_dir.rglob("*.ckpt"))
-    # The API says the same; a request that leaves a sample of the class is Naive PS's.
+    assert "class(es) [1]" in line
+    # Refused before the run folder: the same --run with method ps is a fresh run.
+    assert nothing_written(save_dir)
+    # The API says the same, also for naive+ps without PS epochs (Naive PS alone); a request
+    # that leaves one sample of the class is Naive PS's, and naive+ps with epochs runs.
     unlearner = Unlearner.from_checkpoint(original.copy_to(tmp_path / "api"), DigitsDataModule())
-    with pytest.raises(ValueError, match="method 'naive' refuses a whole-class request"):
-        unlearner.forget(classes=[1], ratio=1.0, method="naive")
+    for settings in ({"method": "naive"}, {"method": "naive+ps", "epochs": 0}):
+        with pytest.raises(ValueError, match="refuses a whole-class request"):
+            unlearner.forget(classes=[1], ratio=1.0, **settings)
     almost = unlearner.forget(classes=[1], ratio=0.99, method="naive")
     assert almost.record["method_run"] == "naive"
+
+
+def test_cumulative_naive_requests_that_together_empty_a_class_are_refused(
+    original: Original, tmp_path: Path
+) -> None:
+    labels = DigitsDataModule(split_manifest=str(original.manifest))._source.train_labels
+    ones = torch.nonzero(labels == 1).flatten().tolist()
+    sequence = original.copy_to(tmp_path / "sequence")
+
+    def request(name: str, ids: list[int]) -> Path:
+        return unlearn(
+            tmp_path / "runs",
+            name,
+            sequence,
+            "--data.init_args.forget",
+            "indices",
+            "--data.init_args.forget_indices_file",
+            str(write_indices(tmp_path / f"{name}.json", ids)),
+            "--model.init_args.cumulative",
+            "true",
+        )
+
+    request("first-half", ones[: len(ones) // 2])
+    with pytest.raises(ValueError, match=r"refuses a whole-class request.*class\(es\) \[1\]"):
+        request("second-half", ones[len(ones) // 2 :])
+    assert not (tmp_path / "runs" / "digits" / "second-half").exists()
+    # The ledger still holds the first half alone.
+    record = json.loads(record_path(sequence).read_text())
+    assert [r["ids"] for r in record["requests"]] == [sorted(ones[: len(ones) // 2])]
 
 
 def test_cumulative_requests_without_the_index_are_refused(
@@ -809,8 +842,9 @@ def test_auto_runs_a_whole_class_request_until_no_forget_sample_is_classified_as
     assert stopped.record["whole_class_stop"] and stopped.record["epoch_limit"] == 100
     assert 10 <= stopped.record["stopped_at_epoch"] < 100
     assert stopped.metrics["retain_acc"] >= counted.metrics["retain_acc"] - 0.05
-    # naive+ps: Naive PS has forgotten the class; its PS epochs still run, to repair the rest.
-    naive = unlearner.forget(classes=[1], ratio=1.0, method="naive+ps", epochs=0)
+    # naive+ps: Naive PS has forgotten the class; its PS epochs still run, to repair the rest
+    # (Naive PS leaves the bias as it is: only PS's epochs move it).
     both = unlearner.forget(classes=[1], ratio=1.0, method="naive+ps", early_stop="auto")
     assert not both.record["whole_class_stop"] and both.record["stopped_at_epoch"] is None
-    assert not torch.equal(both.model.prototypes.bias, naive.model.prototypes.bias)
+    original_model, _ = load_classifier(str(original.ckpt))
+    assert not torch.equal(both.model.prototypes.bias, original_model.prototypes.bias)

@@ -36,6 +36,7 @@ from ps_lightning.data.requests import (
     RequestKind,
     covers_whole_classes,
     draw_forget_indices,
+    emptied_classes,
     request_record,
     sample_ids,
     split_rows,
@@ -255,6 +256,16 @@ class UnlearningDataModule(L.LightningDataModule):
         self._load()
         assert self._source is not None
         return TensorSamples(self._source.train_images[indices], self._source.train_labels[indices])
+
+    def emptied_classes(self, also_removed: list[int] | None = None) -> list[int]:
+        """The classes with no training sample left once this request's forget set and the
+        samples ``also_removed`` (earlier cumulative requests) are removed."""
+        self._load()
+        assert self._source is not None
+        removed = self.forget_indices
+        if also_removed:
+            removed = torch.cat([removed, torch.tensor(also_removed, dtype=torch.long)]).unique()
+        return emptied_classes(self._source.train_labels, removed)
 
     @property
     def forgets_whole_classes(self) -> bool:

@@ -221,6 +221,14 @@ def covers_whole_classes(labels: torch.Tensor, forget_indices: torch.Tensor) -> 
     return bool((labels[:, None] == classes).any(1).sum() == len(forget_labels))
 
 
+def emptied_classes(labels: torch.Tensor, removed: torch.Tensor) -> list[int]:
+    """The classes none of whose samples is left once the samples ``removed`` are."""
+    left = torch.ones(len(labels), dtype=torch.bool)
+    left[removed] = False
+    touched = labels[removed].unique()
+    return [int(c) for c in touched if not bool((left & (labels == c)).any())]
+
+
 def targets_few_classes(forget_labels: torch.Tensor, num_classes: int) -> bool:
     """Whether a request lies within at most half of the classes: the paper's request (part of
     a class) is one; a random request of any size that leaves no class untouched is not."""

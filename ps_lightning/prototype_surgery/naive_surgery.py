@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ps_lightning.data.datamodule import UnlearningDataModule
 from ps_lightning.data.manifest import MANIFEST_NAME, cumulative_manifest, write_manifest
 from ps_lightning.prototype_surgery.closed_form import (
     Rcond,
@@ -103,6 +104,13 @@ def _ledger_transaction(
     ledger = Ledger(module.original_ckpt, model_hash)
     with ledger.transaction(must_record=must_record) as state:
         yield state
+
+
+def removed_earlier(module: UnlearningModule, data: UnlearningDataModule) -> list[int]:
+    """The samples the ledger's recorded cumulative requests removed (read without its lock:
+    a check before a run, which the transaction repeats)."""
+    model_hash = classifier_content_hash(module.model, data.train_fingerprint)
+    return Ledger(module.original_ckpt, model_hash).read().removed_indices
 
 
 def _zero_gram(module: UnlearningModule) -> torch.Tensor:

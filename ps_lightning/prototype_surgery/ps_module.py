@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
+from ps_lightning.data.datamodule import UnlearningDataModule
 from ps_lightning.data.loaders import same_order_loader
 from ps_lightning.data.samplers import TensorSamples
 from ps_lightning.metrics import accuracy, true_class_confidence
@@ -27,7 +28,7 @@ from ps_lightning.prototype_surgery.early_stop import (
     heldout_confidence,
 )
 from ps_lightning.prototype_surgery.figures import PSFigures
-from ps_lightning.prototype_surgery.naive_surgery import naive_surgery
+from ps_lightning.prototype_surgery.naive_surgery import naive_surgery, removed_earlier
 from ps_lightning.prototype_surgery.options import (
     ANCHOR_TARGETS,
     EARLY_STOP,
@@ -223,10 +224,27 @@ class PSUnlearnModule(UnlearningModule):
     def configure_callbacks(self) -> list[L.Callback]:
         return [*super().configure_callbacks(), HeadThreads(), PSFigures()]
 
+    def check_data(self, datamodule: UnlearningDataModule) -> None:
+        super().check_data(datamodule)
+        self._refuse_naive_on_an_emptied_class(datamodule)
+
+    def _refuse_naive_on_an_emptied_class(self, datamodule: UnlearningDataModule) -> None:
+        """Naive PS alone (no PS epochs after it) on a request that leaves a class without any
+        sample, counting earlier cumulative requests: refused before anything is written."""
+        method, epochs = self.hparams.method, self.hparams.epochs
+        if method == "naive" or (method == "naive+ps" and epochs == 0):
+            earlier = removed_earlier(self, datamodule) if self.hparams.cumulative else []
+            emptied = datamodule.emptied_classes(earlier)
+            if emptied:
+                raise ValueError(
+                    f"{NAIVE_WHOLE_CLASS} This request leaves class(es) {emptied} without a "
+                    "training sample."
+                )
+
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        if self.surgery_method == "naive" and self.datamodule.forgets_whole_classes:
-            raise ValueError(NAIVE_WHOLE_CLASS)
+        if stage == "fit":  # also when a Trainer is given the module directly
+            self._refuse_naive_on_an_emptied_class(self.datamodule)
         if self.surgery_method == "block":
             self.block = BlockRetraining(self)
             # A stored feature pass holds the original network's features, which this changes.
