@@ -149,12 +149,13 @@ def test_method_args_reach_only_the_method_they_name(tmp_path: Path) -> None:
 
 
 def test_a_method_arg_for_a_method_not_run_or_without_its_method_is_refused(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, fake_steps: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     runs = tmp_path / "runs"
     for given, said in [
         ("finetune:--trainer.precision=bf16-mixed", "'finetune' is not among this run's"),
         ("--trainer.precision=bf16-mixed", "expected METHOD:ARG"),
+        ("ps:--model.init_args.lr=0.5", "only the Trainer's arguments"),
     ]:
         with pytest.raises(SystemExit) as exited:
             main([*BENCH, "--runs-dir", str(runs), f"--method-arg={given}"])
@@ -468,11 +469,25 @@ def test_merge_keeps_the_other_methods_rows_only_beside_the_same_reference_model
 ) -> None:
     out = tmp_path / "results"
     bench = [*BENCH[:4], "--scenarios", "random", "--runs-dir", str(tmp_path / "runs")]
-    main([*bench, "--methods", "naive_ps", "ssd", "--out", str(out)])
+    bf16 = "--trainer.precision=bf16-mixed"
+    main([*bench, "--methods", "naive_ps", "ssd", "--out", str(out), f"--method-arg=ssd:{bf16}"])
     first = json.loads((out / "digits-random.json").read_text())
     main([*bench, "--methods", "ps", "ssd", "--out", str(out), "--merge"])
     merged = json.loads((out / "digits-random.json").read_text())
     assert list(merged["methods"]) == ["naive_ps", "ps", "ssd"]
+    # A method run again takes this run's arguments; a kept row keeps its own.
+    assert first["harness"]["method_extra"] == {"ssd": [bf16]}
+    assert merged["harness"]["method_extra"] == {}
+    main([*bench, "--methods", "ps", "--out", str(out), "--merge", f"--method-arg=ps:{bf16}"])
+    merged = json.loads((out / "digits-random.json").read_text())
+    assert merged["harness"]["method_extra"] == {"ps": [bf16]}
+    main([*bench, "--methods", "ssd", "--out", str(out), "--merge"])
+    assert json.loads((out / "digits-random.json").read_text())["harness"]["method_extra"] == {
+        "ps": [bf16]
+    }
+    assert f"ps ran with {bf16} (`--method-arg`)." in (out / "digits-random.md").read_text()
+    main([*bench, "--methods", "ps", "ssd", "--out", str(out), "--merge"])
+    merged = json.loads((out / "digits-random.json").read_text())
     assert merged["methods"]["naive_ps"] == first["methods"]["naive_ps"]
     record = merged["per_seed"][0]
     assert set(record["models"]) == {"original", "retrain", "naive_ps", "ps", "ssd"}

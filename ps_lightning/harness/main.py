@@ -30,6 +30,7 @@ the report seeds (``--seeds``), whose results alone fill the tables.
 from __future__ import annotations
 
 import argparse
+import json
 import textwrap
 import time
 from pathlib import Path
@@ -204,7 +205,9 @@ def method_arguments(
     parser: ArgumentParser, given: list[str], methods: Methods
 ) -> dict[str, list[str]]:
     """``--method-arg METHOD:ARG`` values as each method's extra arguments, in their order; a
-    method this run does not run, or a value without ``:``, is the parser's error."""
+    method this run does not run, a value without ``:`` or an argument other than the
+    Trainer's is the parser's error (a method's own values are its config's, or a variant's:
+    a committed row must run what ships)."""
     extra: dict[str, list[str]] = {}
     for text in given:
         name, colon, argument = text.partition(":")
@@ -216,6 +219,11 @@ def method_arguments(
         if name not in methods:
             parser.error(
                 f"--method-arg {text!r}: {name!r} is not among this run's methods {sorted(methods)}"
+            )
+        if not argument.startswith("--trainer."):
+            parser.error(
+                f"--method-arg {text!r}: only the Trainer's arguments (--trainer.*) are a "
+                "method's run settings; change its values with --variant or its config."
             )
         extra.setdefault(name, []).append(argument)
     return extra
@@ -290,17 +298,31 @@ def report(harness: Harness, args: argparse.Namespace, methods: Methods, started
             name: {"config": config, "overrides": overrides}
             for name, (config, overrides) in methods.items()
         }
+        settings = harness.settings()
         if args.merge:
-            per_seed, entries = merge_rows(stem.with_suffix(".json"), args.seeds, per_seed, entries)
+            path = stem.with_suffix(".json")
+            earlier = json.loads(path.read_text())["harness"] if path.is_file() else {}
+            per_seed, entries = merge_rows(path, args.seeds, per_seed, entries)
+            # The kept rows' own method arguments, so that their steps plan again as they ran.
+            settings["method_extra"] = {
+                **{
+                    name: extra
+                    for name, extra in earlier.get("method_extra", {}).items()
+                    if name in entries and name not in methods
+                },
+                **harness.method_extra,
+            }
         table = aggregate(per_seed, ["original", "retrain", *entries])
-        text = markdown(args.dataset, scenario, args.seeds, table, args.isolate)
+        text = markdown(
+            args.dataset, scenario, args.seeds, table, args.isolate, settings["method_extra"]
+        )
         atomic_write_text(stem.with_suffix(".md"), text)
         atomic_write_json(
             stem.with_suffix(".json"),
             {
                 "seeds": args.seeds,
                 "commit": harness.commit,
-                "harness": harness.settings(),
+                "harness": settings,
                 "methods": entries,
                 "table": table,
                 "per_seed": per_seed,

@@ -124,9 +124,9 @@ def run_selection(
         for point in method_points:
             name = point_name(method, point)
             points[method][name] = point
-            # A point's run is its method's (named after the point, so the method's own
-            # arguments from --method-arg are added here).
-            extra = harness.method_extra.get(method, [])
+            # A point's run is its method's: the method's --method-arg arguments, added here
+            # unless the point bears the method's own name (the harness adds them by name).
+            extra = harness.method_extra.get(method, []) if name != method else []
             candidates[name] = (config, [*overrides, *point_overrides(point), *extra])
     scores: dict[str, list[float]] = {name: [] for name in candidates}
     for scenario in args.scenarios:

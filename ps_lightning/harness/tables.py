@@ -58,8 +58,16 @@ def aggregate(
     return table
 
 
-def markdown(dataset: str, scenario: str, seeds: list[int], table: dict, isolate: bool) -> str:
-    """A scenario's table (`aggregate`) in markdown; ``isolate`` adds the peak host memory."""
+def markdown(
+    dataset: str,
+    scenario: str,
+    seeds: list[int],
+    table: dict,
+    isolate: bool,
+    method_extra: dict[str, list[str]] | None = None,
+) -> str:
+    """A scenario's table (`aggregate`) in markdown; ``isolate`` adds the peak host memory, and
+    ``method_extra`` (`Harness.method_extra`) a line per method run with more arguments."""
     columns = [*((name, key) for name, key, _ in COLUMNS), *HARNESS_COLUMNS]
     if isolate:
         columns.append(("peak host MiB", "peak_host_mib"))
@@ -86,6 +94,12 @@ def markdown(dataset: str, scenario: str, seeds: list[int], table: dict, isolate
             else:
                 cells.append(f"{mean:.{digits}f} ± {std:.{digits}f}")
         lines.append("| " + " | ".join(cells) + " |")
+    if method_extra:
+        lines.append("")
+        lines += [
+            f"{name} ran with {' '.join(extra)} (`--method-arg`)."
+            for name, extra in method_extra.items()
+        ]
     return "\n".join(lines) + "\n"
 
 
