@@ -4,16 +4,17 @@ seeds, side by side with retraining.
     ps-lightning bench --dataset digits --seeds 0 1 2 3 4 \
         --scenarios subclass random wholeclass --methods naive_ps ps_paper ps
 
-Per seed it trains one original model (seed_everything = seed), and per scenario a retrained
-model on the request's retain set (the request is drawn with the same seed); then each method
-unlearns from that original model, and one evaluation scores all of them together. Finished
-steps are cached by a hash of their resolved configuration, so an interrupted run resumes and a
-config edit re-runs what it touches. Each step prints a line with the steps done out of all
-planned, the time elapsed and the ETA. The configs are ``<configs>/<dataset>/*.yaml``:
+Per seed it trains one original model (seed_everything = seed), and per scenario a retrained model
+on the request's retain set (the request is drawn with the same seed); then each method unlearns
+from that original model, and one evaluation scores all of them together. Finished steps are cached
+by a hash of their resolved configuration, so an interrupted run resumes and a config edit re-runs
+what it touches. A method that refuses a request (Naive PS on ``wholeclass``) is recorded as failed
+with its one-line reason, and the others go on. Each step prints a line with the steps done out of
+all planned, the time elapsed and the ETA. The configs are ``<configs>/<dataset>/*.yaml``:
 ``--configs`` defaults to ``configs`` of the working directory (run from the repository root).
-Results: ``<out>/<dataset>-<scenario>.md`` and ``.json`` with mean ± std over seeds; ``<out>``
-is ``<runs-dir>/results`` unless ``--out`` names another folder (``make bench`` passes
-``--out benchmarks/results``, the repository's committed tables).
+Results: ``<out>/<dataset>-<scenario>.md`` and ``.json`` with mean ± std over seeds; ``<out>`` is
+``<runs-dir>/results`` unless ``--out`` names another folder (``make bench`` passes ``--out
+benchmarks/results``, the repository's committed tables).
 
 A method whose step fails (e.g. non-finite weights) is recorded as failed for that seed and the
 benchmark goes on without it. ``--max-epochs N`` shortens the original and retrain training
