@@ -72,6 +72,7 @@ help:
 	@echo "           bench: SEEDS SCENARIOS METHODS ISOLATE=1 (each step in its own process: peak memory)"
 	@echo "                  SELECT=1 (choose each method's values on SELECT_SEEDS by GRID, report on SEEDS)"
 	@echo "                  SELECT_METHODS=... (re-select only these) MERGE=1 (keep the other methods' rows)"
+	@echo "                  METHOD_ARGS=\"METHOD:--trainer.ARG ...\" (one method's Trainer arguments)"
 	@echo "make bench-cifar10-random   the SalUn / l1-sparse papers' random-10% CIFAR-10 setting (GPU)"
 
 $(STAMP): pyproject.toml constraints.txt
