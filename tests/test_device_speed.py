@@ -12,7 +12,12 @@ import torch
 
 from ps_lightning.data import DigitsDataModule
 from ps_lightning.models import LeNet5
-from ps_lightning.models.device_speed import ChannelsLast, CompileNetwork
+from ps_lightning.models.device_speed import (
+    CPU_PASS_ROWS,
+    ChannelsLast,
+    CompileNetwork,
+    cpu_feature_pass,
+)
 
 
 def test_data_on_device_moves_the_stored_images_once_to_the_trainers_device() -> None:
@@ -61,3 +66,39 @@ def test_a_compiled_network_keeps_its_checkpoint_keys_and_its_logits() -> None:
     assert list(model.state_dict()) == keys
     plain.load_state_dict(model.state_dict())  # loads without the callback
     torch.testing.assert_close(model(images), expected)
+
+
+def _layouts(network: torch.nn.Module) -> list[bool]:
+    return [p.is_contiguous() for p in network.parameters() if p.dim() == 4]
+
+
+def test_a_cpu_feature_pass_runs_in_pieces_channels_last_and_gives_back_the_network_as_it_was():
+    torch.manual_seed(0)
+    net = LeNet5(num_classes=10, in_channels=3).net.eval()
+    images = torch.randn(CPU_PASS_ROWS + 44, 3, 32, 32)
+    expected = net.forward_features(images)
+    pieces: list[tuple[int, bool]] = []
+
+    def forward(inputs: torch.Tensor) -> torch.Tensor:
+        conv = net.features[0].weight
+        pieces.append((len(inputs), conv.is_contiguous(memory_format=torch.channels_last)))
+        return net.forward_features(inputs)
+
+    with torch.no_grad(), cpu_feature_pass(net, forward, torch.device("cpu")) as fast:
+        features = fast(images)
+    torch.testing.assert_close(features, expected, rtol=1e-5, atol=1e-5)
+    assert pieces == [(CPU_PASS_ROWS, True), (44, True)]
+    assert all(_layouts(net))  # the checkpoint's layout, as before the pass
+    # A network the user laid out channels-last stays so; another device is left alone.
+    net.to(memory_format=torch.channels_last)
+    with cpu_feature_pass(net, forward, torch.device("cpu")):
+        pass
+    assert not any(_layouts(net))
+    with cpu_feature_pass(net, forward, torch.device("cuda")) as unchanged:
+        assert unchanged is forward
+
+
+def test_a_network_in_training_mode_is_passed_whole() -> None:
+    net = LeNet5(num_classes=10, in_channels=1).net.train()
+    with cpu_feature_pass(net, net.features, torch.device("cpu")) as forward:
+        assert forward is net.features  # pieces would change its BatchNorm's batch statistics

@@ -1,5 +1,6 @@
 """Callbacks that keep an accelerator busy, for any LightningModule of this project:
-`ChannelsLast` and `CompileNetwork` (``--trainer.callbacks+=ps_lightning.models.ChannelsLast``).
+`ChannelsLast` and `CompileNetwork` (``--trainer.callbacks+=ps_lightning.models.ChannelsLast``);
+and `cpu_feature_pass`, the layout the unlearning methods' feature passes take on a CPU.
 
 With the datamodule's ``data_on_device`` (the images stay on the GPU, batches are cut and
 augmented there) they are the GPU data path that ``benchmarks/gpu_throughput.py`` measures. They
@@ -10,9 +11,20 @@ with ``--trainer.precision bf16-mixed`` trained ResNet20 about 2.3 times as fast
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
 import lightning as L
 import torch
 from torch import nn
+
+# A CPU feature pass runs in pieces of this many images: on the 2-core Xeon of
+# benchmarks/README.md, one thread, a 1,024-image batch outgrows the caches (54,000 Fashion-MNIST
+# images through LeNet5's convolutions: 4.4 s in batches of 1,024, 2.9 s in pieces of 256, 2.1 s
+# with channels-last weights as well; ResNet20 1.7 and 2.3 times as fast). Folding each
+# BatchNorm into its convolution (torch.fx) gained nothing measurable beyond that here.
+# benchmarks/block_speed.py measures the pass.
+CPU_PASS_ROWS = 256
 
 
 def _network(pl_module: L.LightningModule) -> nn.Module:
@@ -59,3 +71,35 @@ class CompileNetwork(L.Callback):
             network.forward_features = torch.compile(
                 network.forward_features, mode=self.mode, backend=self.backend
             )
+
+
+def _convolution_weights(network: nn.Module) -> list[torch.Tensor]:
+    return [p for p in network.parameters() if p.dim() == 4]
+
+
+@contextmanager
+def cpu_feature_pass(
+    network: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor], device: torch.device
+) -> Iterator[Callable[[torch.Tensor], torch.Tensor]]:
+    """``forward`` (a part of ``network``) as a CPU feature pass runs it fastest, for inference
+    only: in pieces of `CPU_PASS_ROWS` images, with ``network``'s convolution weights
+    channels-last for the duration (restored afterwards, so a checkpoint keeps its layout; a
+    network already channels-last is left as it is). On any other device, and for a network in
+    training mode (pieces would change its BatchNorm's batch statistics), ``forward`` is
+    returned unchanged."""
+    if device.type != "cpu" or network.training:
+        yield forward
+        return
+    weights = _convolution_weights(network)
+    # A weight laid out otherwise (channels-last already) is the user's choice.
+    convert = bool(weights) and all(w.is_contiguous() for w in weights)
+    if convert:
+        network.to(memory_format=torch.channels_last)
+    try:
+        # Contiguous again: a channels-last feature map would be copied by every later view.
+        yield lambda inputs: torch.cat(
+            [forward(piece) for piece in inputs.split(CPU_PASS_ROWS)]
+        ).contiguous()
+    finally:
+        if convert:
+            network.to(memory_format=torch.contiguous_format)

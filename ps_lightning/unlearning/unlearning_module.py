@@ -29,6 +29,7 @@ from ps_lightning.models.classifier import (
     load_classifier,
     non_finite_tensors,
 )
+from ps_lightning.models.device_speed import cpu_feature_pass
 from ps_lightning.models.record import ClassifierRecord
 from ps_lightning.run_folder import RESULT_CHECKPOINT
 from ps_lightning.timing import RunTimer
@@ -151,11 +152,15 @@ class UnlearningModule(L.LightningModule):
         Gram matrix under bf16 has ~1e-3 error), the datamodule's eval transform. ``forward``
         (default: the network's ``forward_features``) maps the model input to the rows kept."""
         forward = forward or self.model.forward_features
-        with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
+        with (
+            torch.no_grad(),
+            torch.autocast(self.device.type, enabled=False),
+            cpu_feature_pass(self.model.net, forward, self.device) as fast_forward,
+        ):
             shown = trainer_progress(self.trainer)
             for batch in progress(loader, "feature pass", total=len(loader), enabled=shown):
                 images, labels = (t.to(self.device, non_blocking=True) for t in batch)
-                yield forward(self.datamodule.model_input(images)).float(), labels
+                yield fast_forward(self.datamodule.model_input(images)).float(), labels
 
     @torch.no_grad()
     def extract_rows(
