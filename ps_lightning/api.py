@@ -294,7 +294,7 @@ class Unlearner:
         with torch.no_grad():
             forget = module.split_features("forget")
             if module.block is not None:  # the network's features changed too
-                before = module.block.original_forget_predictions
+                before = module.block.original_forget_predictions()
             else:
                 original = F.linear(
                     forget["features"], module.original_weight, module.original_bias

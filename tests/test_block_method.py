@@ -4,6 +4,7 @@ gives each request the method measured best for its kind."""
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ from ps_lightning.models.lenet import LeNet5Net
 from ps_lightning.models.resnet_cifar import CifarResNetNet
 from ps_lightning.models.resnet_torchvision import resnet18_net
 from ps_lightning.models.vgg import VGG16Net
-from ps_lightning.prototype_surgery.block_retrain import reinitialise
+from ps_lightning.prototype_surgery.block_retrain import reinitialise, stop_rows
 
 __all__ = ["original"]  # a fixture used below
 
@@ -135,17 +136,75 @@ def test_block_forgets_a_whole_class_in_the_features_and_leaves_the_trunk_as_it_
     start = copy.deepcopy(nn.ModuleList([original_block, original_net.fc]))
     reinitialise(start, DigitsDataModule().hparams.seed)
     assert torch.equal(result.model.initial_prototypes, start[1].weight)
+    # The result counts the forget samples whose prediction moved off the original model's.
+    data = DigitsDataModule(forget="classes", forget_classes=[1], forget_ratio=1.0)
+    data.setup("fit")
+    images = data.model_input(data.samples("forget").tensors[0])
+    with torch.no_grad():
+        moved = original_net.eval()(images).argmax(1) != net.eval()(images).argmax(1)
+    assert result.changed_predictions == int(moved.sum()) > 0
 
 
 def test_the_bench_key_leaves_out_block_options_only_where_the_method_never_reads_them() -> None:
     for method in ("naive", "ps", "naive+ps"):
         init_args = {"method": method, "lr": 0.03, "block_epochs": 10, "block_lr": 2e-3}
+        init_args |= {"block_batch_size": 1024, "block_stop_rows": 500}
         drop_unread_block_options(init_args)
         assert init_args == {"method": method, "lr": 0.03}  # keys of older steps stay valid
     for method in ("block", "auto"):
         init_args = {"method": method, "block_epochs": 10, "block_lr": 2e-3}
         drop_unread_block_options(init_args)
         assert init_args == {"method": method, "block_epochs": 10, "block_lr": 2e-3}
+        # An option added later, at the value that does what steps did before it, leaves the
+        # key as it was; any other value enters the key.
+        for name in ("block_batch_size", "block_stop_rows"):
+            for value, key in ((None, {}), (1024, {name: 1024})):
+                init_args = {"method": method, "block_lr": 2e-3, name: value}
+                drop_unread_block_options(init_args)
+                assert init_args == {"method": method, "block_lr": 2e-3, **key}
+
+
+def test_the_block_trains_in_batches_of_its_own_size_when_given_one(
+    original: Original, tmp_path: Path
+) -> None:
+    data = DigitsDataModule(forget="classes", forget_classes=[1], forget_ratio=1.0)
+    data.prepare_data()
+    data.setup("fit")
+    retain = len(data.train_indices("retain"))
+    unlearner = Unlearner.from_checkpoint(original.copy_to(tmp_path / "original"), data)
+    for size in (None, 96):
+        result = unlearner.forget(
+            classes=[1], ratio=1.0, method="block", block_epochs=1, block_batch_size=size
+        )
+        batch = size or data.hparams.batch_size
+        assert result.record["block_steps"] == math.ceil(retain / batch)
+
+
+def test_the_stop_rows_are_a_fixed_sample_of_the_retain_rows_or_all_of_them() -> None:
+    assert stop_rows(40, None, 0) is None and stop_rows(40, 40, 0) is None  # every row
+    sample = stop_rows(1000, 100, 3)
+    assert len(sample.unique()) == 100 and torch.equal(sample, sample.sort().values)
+    assert torch.equal(sample, stop_rows(1000, 100, 3))
+    assert not torch.equal(sample, stop_rows(1000, 100, 4))
+
+
+def test_the_block_judges_its_stop_on_the_sample_it_is_given(
+    original: Original, tmp_path: Path
+) -> None:
+    data = DigitsDataModule(forget="classes", forget_classes=[1], forget_ratio=1.0)
+    data.setup("fit")
+    unlearner = Unlearner.from_checkpoint(original.copy_to(tmp_path / "original"), data)
+    result = unlearner.forget(
+        classes=[1], ratio=1.0, method="block", block_epochs=1, block_stop_rows=50
+    )
+    images, labels = data.samples("retain").tensors
+    rows = stop_rows(len(labels), 50, data.hparams.seed)
+    original_net = load_classifier(str(original.ckpt))[0].net.eval()
+    with torch.no_grad():
+        correct = original_net(data.model_input(images)).argmax(1) == labels
+    target = correct[rows].float().mean().item()
+    assert result.record["block_target_retain_acc"] == pytest.approx(target, abs=1e-6)
+    assert target != pytest.approx(correct.float().mean().item(), abs=1e-6)  # tells them apart
 
 
 def test_the_api_runs_the_presets_method_unless_told(original: Original, tmp_path: Path) -> None:

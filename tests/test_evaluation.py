@@ -263,7 +263,9 @@ def test_hparam_rows_show_only_the_options_each_ps_method_applied() -> None:
             "naive_ps": _ps_row("naive"),
             "ps": _ps_row("ps"),
             "anchored": _ps_row("naive+ps", retain_anchor=1.0),
-            "block": _ps_row("auto", method_run="block"),
+            "block": _ps_row(
+                "auto", method_run="block", block_batch_size=1024, block_stop_rows=10_000
+            ),
         },
     }
 

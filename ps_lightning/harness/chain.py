@@ -20,7 +20,7 @@ from typing import Any
 from ps_lightning.console import StepProgress
 from ps_lightning.files import atomic_write_json
 from ps_lightning.harness.methods import SCENARIOS
-from ps_lightning.prototype_surgery.options import BLOCK_OPTIONS, HEAD_METHODS
+from ps_lightning.prototype_surgery.options import BLOCK_OPTIONS, BLOCK_OPTIONS_ADDED, HEAD_METHODS
 from ps_lightning.run_folder import METRICS_NAME, finished_files
 from ps_lightning.steps import StepFailed, resolved_config, run_step
 
@@ -57,8 +57,13 @@ def source_commit(folder: Path) -> str | None:
 
 
 def drop_unread_block_options(init_args: dict) -> None:
-    """Leave method block's options out of the key of a PS step whose method never reads them:
-    they change nothing it computes, and keys of steps planned before they existed stay valid."""
+    """Leave method block's options out of the key of a PS step whose method never reads them,
+    and those added later out while they do what every block step did before them
+    (`BLOCK_OPTIONS_ADDED`): they change nothing it computes, and keys of steps planned before
+    they existed stay valid."""
+    for name, before in BLOCK_OPTIONS_ADDED.items():
+        if name in init_args and init_args[name] == before:
+            init_args.pop(name)
     if init_args.get("method") in HEAD_METHODS:
         for name in BLOCK_OPTIONS:
             init_args.pop(name, None)

@@ -4,6 +4,7 @@ The retraining itself is `block_retrain`'s."""
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +15,7 @@ from torch.utils.data import DataLoader
 from ps_lightning.data.loaders import same_order_loader
 from ps_lightning.data.samplers import TensorSamples
 from ps_lightning.models.last_block import split_last_block
-from ps_lightning.prototype_surgery.block_retrain import block_accuracy, reinitialise
+from ps_lightning.prototype_surgery.block_retrain import block_accuracy, reinitialise, stop_rows
 from ps_lightning.prototype_surgery.options import OPTIMIZERS
 
 if TYPE_CHECKING:
@@ -32,9 +33,9 @@ class BlockRetraining:
         self.head.requires_grad_(True)
         self.inputs: torch.Tensor | None = None
         self.labels: torch.Tensor | None = None
+        self.stop_rows: torch.Tensor | None = None  # the retain rows the stop is judged on
         self.target: float | None = None  # the original model's retain accuracy
-        # What the original model predicted for each forget sample (the result is compared).
-        self.original_forget_predictions: torch.Tensor | None = None
+        self.original: torch.nn.ModuleList | None = None  # the original's block and head
         self.retain_acc: float | None = None  # the last epoch's
 
     def start(self) -> None:
@@ -44,17 +45,31 @@ class BlockRetraining:
         module = self.module
         data = module.datamodule
         self.inputs, self.labels = module.extract_rows(data.eval_dataloader("retain"), self.trunk)
+        sample = module.hparams.block_stop_rows
+        self.stop_rows = stop_rows(len(self.labels), sample, data.hparams.seed)
         self.target = self.retain_accuracy()
-        self.original_forget_predictions = module.split_features("forget")["logits"].argmax(1)
+        self.original = copy.deepcopy(torch.nn.ModuleList([self.block, self.head])).eval()
         reinitialise(torch.nn.ModuleList([self.block, self.head]), data.hparams.seed)
         with torch.no_grad():
             module.model.initial_prototypes.copy_(self.head.weight)
             module.model.initial_bias.copy_(self.head.bias)
 
+    @torch.no_grad()
+    def original_forget_predictions(self) -> torch.Tensor:
+        """What the original model predicted for each forget sample (the API counts the changed
+        predictions), asked for after the fit so that the fit never pays for it."""
+        assert self.original is not None
+        block, head = self.original
+        loader = self.module.datamodule.eval_dataloader("forget")
+        inputs, _ = self.module.extract_rows(loader, self.trunk)
+        return head(block(inputs)).argmax(1)
+
     def retain_accuracy(self) -> float:
         assert self.inputs is not None and self.labels is not None
         batch_size = self.module.datamodule.hparams.eval_batch_size
-        return block_accuracy(self.block, self.head, self.inputs, self.labels, batch_size)
+        return block_accuracy(
+            self.block, self.head, self.inputs, self.labels, batch_size, self.stop_rows
+        )
 
     def optimizer(self) -> dict[str, Any]:
         """PS's optimizer and weight decay at ``block_lr``, cosine-annealed per step."""
@@ -63,17 +78,22 @@ class BlockRetraining:
         optimizer = OPTIMIZERS[hparams.optimizer](
             params, lr=hparams.block_lr, weight_decay=hparams.weight_decay
         )
-        batches = math.ceil(len(data.train_indices("retain")) / data.hparams.batch_size)
+        batches = math.ceil(len(data.train_indices("retain")) / self.batch_size)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
             optimizer, hparams.block_epochs * batches
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
+    @property
+    def batch_size(self) -> int:
+        return self.module.hparams.block_batch_size or self.module.datamodule.hparams.batch_size
+
     def loader(self) -> DataLoader:
         assert self.inputs is not None and self.labels is not None
-        data = self.module.datamodule.hparams
         return same_order_loader(
-            TensorSamples(self.inputs, self.labels), data.batch_size, data.seed
+            TensorSamples(self.inputs, self.labels),
+            self.batch_size,
+            self.module.datamodule.hparams.seed,
         )
 
     def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -81,11 +101,15 @@ class BlockRetraining:
         return F.cross_entropy(self.head(self.block(inputs)), labels)
 
     def reached_target(self) -> bool:
-        """Whether this epoch classifies the retain set as well as the original model did
-        (retrain's level; further epochs overfit the un-augmented cached inputs)."""
+        """Whether this epoch classifies the retain set (its stop rows) as well as the original
+        model did (retrain's level; further epochs overfit the un-augmented cached inputs)."""
         assert self.target is not None
         self.retain_acc = self.retain_accuracy()
         return self.retain_acc >= self.target
 
-    def record(self) -> dict[str, float | None]:
-        return {"block_target_retain_acc": self.target, "block_retain_acc": self.retain_acc}
+    def record(self) -> dict[str, float | int | None]:
+        return {
+            "block_target_retain_acc": self.target,
+            "block_retain_acc": self.retain_acc,
+            "block_steps": self.module.global_step,
+        }

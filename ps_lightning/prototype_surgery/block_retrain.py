@@ -17,6 +17,8 @@ raised retain accuracy 2 points above retrain's). docs/unlearning.md has the mea
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
 
@@ -34,17 +36,36 @@ def reinitialise(module: nn.Module, seed: int) -> None:
                 reset()
 
 
+def stop_rows(count: int, size: int | None, seed: int) -> torch.Tensor | None:
+    """The rows of ``count`` cached inputs that the stop is judged on: ``None`` for all of them,
+    or a fixed random ``size`` of them drawn from ``seed`` (in order), the same every epoch."""
+    if size is None or count <= size:
+        return None
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
+    return order[:size].sort().values
+
+
 @torch.no_grad()
 def block_accuracy(
-    block: nn.Module, head: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int
+    block: nn.Module,
+    head: nn.Module,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int,
+    rows: torch.Tensor | None = None,
 ) -> float:
-    """Accuracy of ``head(block(inputs))`` with ``block`` in eval mode (its mode is restored)."""
+    """Accuracy of ``head(block(inputs))`` over ``rows`` of them (default: all), with ``block``
+    in eval mode (its mode is restored)."""
+    # Views of the inputs where every row counts; copies of the sampled rows else.
+    if rows is None:
+        batches: Iterable[torch.Tensor] = inputs.split(batch_size)
+    else:
+        batches = (inputs[part] for part in rows.split(batch_size))
+        labels = labels[rows]
     was_training = block.training
     block.eval()
     try:
-        logits = torch.cat(
-            [head(block(rows.to(head.weight.device))) for rows in inputs.split(batch_size)]
-        )
+        logits = torch.cat([head(block(batch.to(head.weight.device))) for batch in batches])
     finally:
         block.train(was_training)
     return accuracy(logits, labels.to(logits.device))

@@ -21,7 +21,11 @@ SURGERY_METHODS: tuple[str, ...] = get_args(SurgeryMethod)
 # the head alone (they never read the block options below).
 NAIVE_METHODS = ("naive", "naive+ps")
 HEAD_METHODS = (*NAIVE_METHODS, "ps")
-BLOCK_OPTIONS = ("block_epochs", "block_lr")  # read by method block (and auto) alone
+# Read by method block (and auto) alone.
+BLOCK_OPTIONS = ("block_epochs", "block_lr", "block_batch_size", "block_stop_rows")
+# Block options added after steps were keyed, and the value that does what every step did
+# before them.
+BLOCK_OPTIONS_ADDED = {"block_batch_size": None, "block_stop_rows": None}
 TRAINABLE: tuple[str, ...] = get_args(Trainable)
 EARLY_STOP: tuple[str, ...] = get_args(EarlyStop)
 ANCHOR_TARGETS: tuple[str, ...] = get_args(AnchorTarget)

@@ -104,6 +104,11 @@ class PSUnlearnModule(UnlearningModule):
             first epoch whose retain accuracy reaches the original model's.
         block_lr: method ``block``: the learning rate, cosine-annealed per step to 0 over
             ``block_epochs``; optimizer and weight decay are PS's.
+        block_batch_size: method ``block``: the batch size of its epochs over the cached
+            inputs (``None``: the datamodule's ``batch_size``).
+        block_stop_rows: method ``block``: judge the stop on a fixed random sample of this
+            many retain samples, the original's accuracy and each epoch's alike (``None``: on
+            all of them; each judgement is a pass of the block over them).
         num_classes: set from the data; checked against the checkpoint.
         in_channels: set from the data; checked against the checkpoint.
     """
@@ -129,6 +134,8 @@ class PSUnlearnModule(UnlearningModule):
         cumulative: bool = False,
         block_epochs: int = 10,
         block_lr: float = 2e-3,
+        block_batch_size: int | None = None,
+        block_stop_rows: int | None = None,
         num_classes: int | None = None,
         in_channels: int | None = None,
     ) -> None:
@@ -145,10 +152,11 @@ class PSUnlearnModule(UnlearningModule):
         if (
             min(epochs, retain_anchor) < 0
             or min(lr, anchor_size, top_k, block_epochs, block_lr) <= 0
+            or min(block_batch_size or 1, block_stop_rows or 1) <= 0
         ):
             raise ValueError(
                 "epochs, retain_anchor must be >= 0; lr, anchor_size, top_k, block_epochs, "
-                "block_lr > 0."
+                "block_lr, block_batch_size, block_stop_rows > 0."
             )
         if rcond != "auto" and (isinstance(rcond, str) or not 0 <= rcond < 1):
             raise ValueError(
