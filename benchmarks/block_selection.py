@@ -34,15 +34,27 @@ from ps_lightning.evaluation.probes import linear_probe_accuracy
 from ps_lightning.metrics import accuracy
 from ps_lightning.models.classifier import load_classifier
 from ps_lightning.prototype_surgery.block_retrain import block_accuracy, reinitialise
+from ps_lightning.prototype_surgery.block_retrain import stop_rows as sample_rows
 
 SPLITS = ("forget", "retain", "test", "calibration")
 VARIANTS: dict[str, dict[str, Any]] = {
-    "shipped": {"epochs": 10, "lr": 2e-3, "batch": 256},
+    # What configs/fashion_mnist/ps.yaml ships.
+    "shipped": {"epochs": 10, "lr": 1.6e-2, "batch": 1024, "stop_rows": 10_000},
+    # Shipped until 2026-12-05 evening: the datamodule's batches, the stop on every retain row.
+    "batch256": {"epochs": 10, "lr": 2e-3, "batch": 256},
     "epochs20": {"epochs": 20, "lr": 2e-3, "batch": 256},
     "lr5e-3": {"epochs": 10, "lr": 5e-3, "batch": 256},
     "batch1024_3": {"epochs": 3, "lr": 4e-3, "batch": 1024},
     "batch1024_5": {"epochs": 5, "lr": 4e-3, "batch": 1024},
     "last_layer": {"epochs": 10, "lr": 2e-3, "batch": 256, "last_layer": True},
+    "batch512": {"epochs": 10, "lr": 3e-3, "batch": 512},
+    "batch1024": {"epochs": 10, "lr": 4e-3, "batch": 1024},
+    "batch1024_lr8e-3": {"epochs": 10, "lr": 8e-3, "batch": 1024},
+    "batch1024_lr8e-3_e6": {"epochs": 6, "lr": 8e-3, "batch": 1024},
+    "batch1024_lr1.6e-2": {"epochs": 10, "lr": 1.6e-2, "batch": 1024},
+    "batch1024_lr8e-3_stop10k": {"epochs": 10, "lr": 8e-3, "batch": 1024, "stop_rows": 10_000},
+    "batch2048": {"epochs": 15, "lr": 8e-3, "batch": 2048},
+    "half_retain": {"epochs": 10, "lr": 8e-3, "batch": 1024, "fraction": 0.5},
 }
 
 
@@ -91,18 +103,30 @@ def scores(block: nn.Module, head: nn.Module, rows: dict[str, tuple]) -> dict[st
 
 
 def retrain_block(
-    block: nn.Module, head: nn.Module, rows: dict[str, tuple], epochs: int, lr: float, batch: int
-) -> tuple[nn.Module, nn.Module]:
+    block: nn.Module,
+    head: nn.Module,
+    rows: dict[str, tuple],
+    epochs: int,
+    lr: float,
+    batch: int,
+    fraction: float = 1.0,
+    stop_rows: int | None = None,
+) -> tuple[nn.Module, nn.Module, int]:
     block, head = copy.deepcopy(block), copy.deepcopy(head)
     inputs, labels = rows["retain"]
-    target = block_accuracy(block, head, inputs, labels, 4096)
+    if fraction < 1:
+        kept = torch.randperm(len(labels), generator=torch.Generator().manual_seed(1))
+        kept = kept[: round(fraction * len(labels))]
+        inputs, labels = inputs[kept], labels[kept]
+    judged = sample_rows(len(labels), stop_rows, 0)
+    target = block_accuracy(block, head, inputs, labels, 4096, judged)
     reinitialise(nn.ModuleList([block, head]), 0)
     params = [*block.parameters(), *head.parameters()]
     optimizer = torch.optim.Adam(params, lr=lr, weight_decay=1e-4)
     steps = epochs * -(-len(labels) // batch)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     order = torch.Generator().manual_seed(0)
-    for _ in range(epochs):
+    for epoch in range(epochs):  # noqa: B007 (the epochs run are returned)
         block.train()
         for rows_ in torch.randperm(len(labels), generator=order).split(batch):
             loss = F.cross_entropy(head(block(inputs[rows_])), labels[rows_])
@@ -110,9 +134,9 @@ def retrain_block(
             loss.backward()
             optimizer.step()
             schedule.step()
-        if block_accuracy(block, head, inputs, labels, 4096) >= target:
+        if block_accuracy(block, head, inputs, labels, 4096, judged) >= target:
             break
-    return block, head
+    return block, head, epoch + 1
 
 
 def gap(result: dict[str, float], reference: dict[str, float]) -> float:
@@ -129,8 +153,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     set_threads(args.threads)
-    print("| request | seed | model | forget | retain | test | probe | gap without MIA | s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    columns = (
+        "request | seed | model | forget | retain | test | probe | gap without MIA | s | epochs"
+    )
+    print(f"| {columns} |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for kind in args.kinds.split(","):
         for seed in map(int, args.seeds.split(",")):
             data = datamodule(args.runs, seed, kind, args.data_dir)
@@ -142,23 +169,27 @@ def main() -> None:
             )
             reference_rows = block_inputs(split(retrain.net, False)[0], data)
             reference = scores(split(retrain.net, False)[1], retrain.net.fc, reference_rows)
-            models = {"retrain": (reference, 0.0)}
+            models = {"retrain": (reference, 0.0, 0)}
             rows = block_inputs(split(original.net, False)[0], data)
-            models["original"] = (scores(split(original.net, False)[1], original.net.fc, rows), 0.0)
+            original_block = split(original.net, False)[1]
+            models["original"] = (scores(original_block, original.net.fc, rows), 0.0, 0)
             for name in args.variants.split(","):
                 settings = dict(VARIANTS[name])
                 last_layer = settings.pop("last_layer", False)
                 trunk, block = split(original.net, last_layer)
                 variant_rows = block_inputs(trunk, data) if last_layer else rows
                 started = time.perf_counter()
-                block, head = retrain_block(block, original.net.fc, variant_rows, **settings)
-                models[name] = (scores(block, head, variant_rows), time.perf_counter() - started)
-            for name, (result, seconds) in models.items():
+                block, head, epochs = retrain_block(
+                    block, original.net.fc, variant_rows, **settings
+                )
+                seconds = time.perf_counter() - started
+                models[name] = (scores(block, head, variant_rows), seconds, epochs)
+            for name, (result, seconds, epochs) in models.items():
                 cells = " | ".join(
                     f"{result[k]:.3f}" for k in ("forget", "retain", "test", "probe")
                 )
                 row = f"| {kind} | {seed} | {name} | {cells} | {gap(result, reference):.4f}"
-                print(f"{row} | {seconds:.1f} |", flush=True)
+                print(f"{row} | {seconds:.1f} | {epochs} |", flush=True)
 
 
 if __name__ == "__main__":
