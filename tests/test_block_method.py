@@ -157,7 +157,7 @@ def test_the_bench_key_leaves_out_block_options_only_where_the_method_never_read
         assert init_args == {"method": method, "block_epochs": 10, "block_lr": 2e-3}
         # An option added later, at the value that does what steps did before it, leaves the
         # key as it was; any other value enters the key.
-        for name in ("block_batch_size", "block_stop_rows"):
+        for name in ("block_batch_size", "block_min_steps", "block_stop_rows"):
             for value, key in ((None, {}), (1024, {name: 1024})):
                 init_args = {"method": method, "block_lr": 2e-3, name: value}
                 drop_unread_block_options(init_args)
@@ -178,6 +178,25 @@ def test_the_block_trains_in_batches_of_its_own_size_when_given_one(
         )
         batch = size or data.hparams.batch_size
         assert result.record["block_steps"] == math.ceil(retain / batch)
+
+
+def test_a_small_retain_set_gets_the_epochs_its_minimum_of_steps_takes(
+    original: Original, tmp_path: Path
+) -> None:
+    data = DigitsDataModule(forget="classes", forget_classes=[1], forget_ratio=1.0)
+    data.setup("fit")
+    per_epoch = math.ceil(len(data.train_indices("retain")) / 256)
+    unlearner = Unlearner.from_checkpoint(original.copy_to(tmp_path / "original"), data)
+    for min_steps, epochs in ((None, 2), (per_epoch, 2), (5 * per_epoch + 1, 6)):
+        result = unlearner.forget(
+            classes=[1],
+            ratio=1.0,
+            method="block",
+            block_epochs=2,
+            block_batch_size=256,
+            block_min_steps=min_steps,
+        )
+        assert result.record["epoch_limit"] == epochs
 
 
 def test_the_stop_rows_are_a_fixed_sample_of_the_retain_rows_or_all_of_them() -> None:

@@ -73,20 +73,31 @@ class BlockRetraining:
 
     def optimizer(self) -> dict[str, Any]:
         """PS's optimizer and weight decay at ``block_lr``, cosine-annealed per step."""
-        hparams, data = self.module.hparams, self.module.datamodule
+        hparams = self.module.hparams
         params = [*self.block.parameters(), *self.head.parameters()]
         optimizer = OPTIMIZERS[hparams.optimizer](
             params, lr=hparams.block_lr, weight_decay=hparams.weight_decay
         )
-        batches = math.ceil(len(data.train_indices("retain")) / self.batch_size)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, hparams.block_epochs * batches
+            optimizer, self.epochs * self.batches_per_epoch
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     @property
     def batch_size(self) -> int:
         return self.module.hparams.block_batch_size or self.module.datamodule.hparams.batch_size
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return math.ceil(len(self.module.datamodule.train_indices("retain")) / self.batch_size)
+
+    @property
+    def epochs(self) -> int:
+        """``block_epochs``, or as many epochs as ``block_min_steps`` steps take where that is
+        more (a small retain set gives few steps an epoch)."""
+        hparams = self.module.hparams
+        steps = hparams.block_min_steps or 0
+        return max(hparams.block_epochs, math.ceil(steps / self.batches_per_epoch))
 
     def loader(self) -> DataLoader:
         assert self.inputs is not None and self.labels is not None

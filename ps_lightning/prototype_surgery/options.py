@@ -22,10 +22,16 @@ SURGERY_METHODS: tuple[str, ...] = get_args(SurgeryMethod)
 NAIVE_METHODS = ("naive", "naive+ps")
 HEAD_METHODS = (*NAIVE_METHODS, "ps")
 # Read by method block (and auto) alone.
-BLOCK_OPTIONS = ("block_epochs", "block_lr", "block_batch_size", "block_stop_rows")
+BLOCK_OPTIONS = (
+    "block_epochs",
+    "block_lr",
+    "block_batch_size",
+    "block_min_steps",
+    "block_stop_rows",
+)
 # Block options added after steps were keyed, and the value that does what every step did
 # before them.
-BLOCK_OPTIONS_ADDED = {"block_batch_size": None, "block_stop_rows": None}
+BLOCK_OPTIONS_ADDED = dict.fromkeys(("block_batch_size", "block_min_steps", "block_stop_rows"))
 TRAINABLE: tuple[str, ...] = get_args(Trainable)
 EARLY_STOP: tuple[str, ...] = get_args(EarlyStop)
 ANCHOR_TARGETS: tuple[str, ...] = get_args(AnchorTarget)

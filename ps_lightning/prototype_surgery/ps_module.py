@@ -106,6 +106,9 @@ class PSUnlearnModule(UnlearningModule):
             ``block_epochs``; optimizer and weight decay are PS's.
         block_batch_size: method ``block``: the batch size of its epochs over the cached
             inputs (``None``: the datamodule's ``batch_size``).
+        block_min_steps: method ``block``: train for up to this many steps at least, in more
+            epochs than ``block_epochs`` where the retain set is small (``None``: up to
+            ``block_epochs`` epochs, however few steps they take).
         block_stop_rows: method ``block``: judge the stop on a fixed random sample of this
             many retain samples, the original's accuracy and each epoch's alike (``None``: on
             all of them; each judgement is a pass of the block over them).
@@ -135,6 +138,7 @@ class PSUnlearnModule(UnlearningModule):
         block_epochs: int = 10,
         block_lr: float = 2e-3,
         block_batch_size: int | None = None,
+        block_min_steps: int | None = None,
         block_stop_rows: int | None = None,
         num_classes: int | None = None,
         in_channels: int | None = None,
@@ -152,11 +156,11 @@ class PSUnlearnModule(UnlearningModule):
         if (
             min(epochs, retain_anchor) < 0
             or min(lr, anchor_size, top_k, block_epochs, block_lr) <= 0
-            or min(block_batch_size or 1, block_stop_rows or 1) <= 0
+            or min(block_batch_size or 1, block_min_steps or 1, block_stop_rows or 1) <= 0
         ):
             raise ValueError(
                 "epochs, retain_anchor must be >= 0; lr, anchor_size, top_k, block_epochs, "
-                "block_lr, block_batch_size, block_stop_rows > 0."
+                "block_lr, block_batch_size, block_min_steps, block_stop_rows > 0."
             )
         if rcond != "auto" and (isinstance(rcond, str) or not 0 <= rcond < 1):
             raise ValueError(
@@ -208,8 +212,8 @@ class PSUnlearnModule(UnlearningModule):
 
     @property
     def training_epochs(self) -> int:
-        if self.surgery_method == "block":
-            return self.hparams.block_epochs
+        if self.block is not None:
+            return self.block.epochs
         return self.hparams.epochs if self.trains else 0  # naive surgery trains for none
 
     @functools.cached_property
@@ -250,11 +254,12 @@ class PSUnlearnModule(UnlearningModule):
                 )
 
     def setup(self, stage: str) -> None:
+        if self.surgery_method == "block":  # before the base sets the epochs it names
+            self.block = BlockRetraining(self)
         super().setup(stage)
         if stage == "fit":  # also when a Trainer is given the module directly
             self._refuse_naive_on_an_emptied_class(self.datamodule)
-        if self.surgery_method == "block":
-            self.block = BlockRetraining(self)
+        if self.block is not None:
             # A stored feature pass holds the original network's features, which this changes.
             self.feature_store = None
             return
