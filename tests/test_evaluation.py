@@ -264,7 +264,11 @@ def test_hparam_rows_show_only_the_options_each_ps_method_applied() -> None:
             "ps": _ps_row("ps"),
             "anchored": _ps_row("naive+ps", retain_anchor=1.0),
             "block": _ps_row(
-                "auto", method_run="block", block_batch_size=1024, block_stop_rows=10_000
+                "auto",
+                method_run="block",
+                block_batch_size=1024,
+                block_min_steps=500,
+                block_stop_rows=10_000,
             ),
         },
     }
