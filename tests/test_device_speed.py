@@ -14,9 +14,11 @@ from ps_lightning.data import DigitsDataModule
 from ps_lightning.models import LeNet5
 from ps_lightning.models.device_speed import (
     CPU_PASS_ROWS,
+    FEW_CHANNELS,
     ChannelsLast,
     CompileNetwork,
     cpu_feature_pass,
+    window_max,
 )
 
 
@@ -102,3 +104,51 @@ def test_a_network_in_training_mode_is_passed_whole() -> None:
     net = LeNet5(num_classes=10, in_channels=1).net.train()
     with cpu_feature_pass(net, net.features, torch.device("cpu")) as forward:
         assert forward is net.features  # pieces would change its BatchNorm's batch statistics
+
+
+@pytest.mark.parametrize("size", [(2, 2), (3, 2)])
+def test_window_max_equals_max_pooling_with_uneven_edges_and_nan(size: tuple[int, int]) -> None:
+    torch.manual_seed(0)
+    inputs = torch.randn(3, 5, 11, 9)
+    inputs[0, 1, 4, 4] = float("nan")
+    inputs[1, 2, 0, 0] = float("-inf")
+    for layout in (torch.contiguous_format, torch.channels_last):
+        laid_out = inputs.contiguous(memory_format=layout)
+        torch.testing.assert_close(
+            window_max(laid_out, size),
+            torch.nn.functional.max_pool2d(laid_out, size),
+            rtol=0,
+            atol=0,
+            equal_nan=True,
+        )
+
+
+def test_a_cpu_feature_pass_pools_few_channels_by_window_max_and_restores_the_pools() -> None:
+    few = torch.nn.MaxPool2d(2)
+    many = torch.nn.MaxPool2d(2)
+    padded = torch.nn.MaxPool2d(2, padding=1)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, FEW_CHANNELS - 1, 3),
+        padded,
+        few,
+        torch.nn.Conv2d(FEW_CHANNELS - 1, 16, 3),
+        many,
+    ).eval()
+    images = torch.randn(4, 1, 20, 20)
+    expected = net(images)
+    calls: list[int] = []
+    real = torch.maximum
+
+    def counted(*args: torch.Tensor) -> torch.Tensor:
+        calls.append(args[0].shape[1])
+        return real(*args)
+
+    with torch.no_grad(), cpu_feature_pass(net, net, torch.device("cpu")) as forward:
+        torch.maximum = counted  # type: ignore[assignment]
+        try:
+            features = forward(images)
+        finally:
+            torch.maximum = real  # type: ignore[assignment]
+    torch.testing.assert_close(features, expected, rtol=1e-5, atol=1e-5)
+    assert calls == [FEW_CHANNELS - 1] * 3  # the few-channel pool alone, its 4 slices
+    assert not any("forward" in vars(layer) for layer in (few, many, padded))

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 import lightning as L
 import torch
 from torch import nn
+from torch.nn.modules.utils import _pair
 
 # A CPU feature pass runs in pieces of this many images: on the 2-core Xeon of
 # benchmarks/README.md, one thread, a 1,024-image batch outgrows the caches (54,000 Fashion-MNIST
@@ -25,6 +26,11 @@ from torch import nn
 # BatchNorm into its convolution (torch.fx) gained nothing measurable beyond that here.
 # benchmarks/block_speed.py measures the pass.
 CPU_PASS_ROWS = 256
+# Below this many channels a channels-last max pooling runs as a strided maximum over its
+# window: the CPU kernel vectorises over channels, and LeNet5's 6 left it 4 times as slow
+# (256 images of 6×28×28: 4.0 ms against 1.1 ms; at 16 channels and more the kernel is as fast
+# or faster). benchmarks/block_speed.py measures the pass.
+FEW_CHANNELS = 16
 
 
 def _network(pl_module: L.LightningModule) -> nn.Module:
@@ -77,29 +83,77 @@ def _convolution_weights(network: nn.Module) -> list[torch.Tensor]:
     return [p for p in network.parameters() if p.dim() == 4]
 
 
+def window_max(inputs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``max_pool2d(inputs, size)`` (stride = window, no padding, rows and columns beyond the
+    last whole window dropped) as the maximum of the window's strided slices: equal to it,
+    NaN included, and faster on a CPU where the channels are few (`FEW_CHANNELS`)."""
+    rows, cols = size
+    height = inputs.shape[-2] // rows * rows
+    width = inputs.shape[-1] // cols * cols
+    slices = [inputs[..., i:height:rows, j:width:cols] for i in range(rows) for j in range(cols)]
+    result = slices[0]
+    for part in slices[1:]:
+        result = torch.maximum(result, part)
+    return result
+
+
+def _pools_by_window(network: nn.Module) -> list[nn.MaxPool2d]:
+    """``network``'s max poolings whose stride is their window (no padding, dilation, ceil mode
+    or indices): those `window_max` computes; a module whose forward was replaced is left."""
+    return [
+        layer
+        for layer in network.modules()
+        if type(layer) is nn.MaxPool2d
+        and "forward" not in vars(layer)
+        and _pair(layer.stride or layer.kernel_size) == _pair(layer.kernel_size)
+        and _pair(layer.padding) == (0, 0)
+        and _pair(layer.dilation) == (1, 1)
+        and not layer.ceil_mode
+        and not layer.return_indices
+    ]
+
+
+def _few_channel_window_max(layer: nn.MaxPool2d) -> Callable[[torch.Tensor], torch.Tensor]:
+    size = _pair(layer.kernel_size)
+    pool = type(layer).forward.__get__(layer)
+
+    def forward(inputs: torch.Tensor) -> torch.Tensor:
+        if inputs.dim() >= 3 and inputs.shape[-3] < FEW_CHANNELS:
+            return window_max(inputs, size)
+        return pool(inputs)
+
+    return forward
+
+
 @contextmanager
 def cpu_feature_pass(
     network: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor], device: torch.device
 ) -> Iterator[Callable[[torch.Tensor], torch.Tensor]]:
     """``forward`` (a part of ``network``) as a CPU feature pass runs it fastest, for inference
     only: in pieces of `CPU_PASS_ROWS` images, with ``network``'s convolution weights
-    channels-last for the duration (restored afterwards, so a checkpoint keeps its layout; a
-    network already channels-last is left as it is). On any other device, and for a network in
-    training mode (pieces would change its BatchNorm's batch statistics), ``forward`` is
-    returned unchanged."""
+    channels-last for the duration and its max poolings over few channels as `window_max`
+    (both restored afterwards, so a checkpoint keeps its layout; a network already
+    channels-last is left as it is). On any other device, and for a network in training mode
+    (pieces would change its BatchNorm's batch statistics), ``forward`` is returned
+    unchanged."""
     if device.type != "cpu" or network.training:
         yield forward
         return
     weights = _convolution_weights(network)
     # A weight laid out otherwise (channels-last already) is the user's choice.
     convert = bool(weights) and all(w.is_contiguous() for w in weights)
+    pools = _pools_by_window(network)
     if convert:
         network.to(memory_format=torch.channels_last)
+    for layer in pools:
+        layer.forward = _few_channel_window_max(layer)
     try:
         # Contiguous again: a channels-last feature map would be copied by every later view.
         yield lambda inputs: torch.cat(
             [forward(piece) for piece in inputs.split(CPU_PASS_ROWS)]
         ).contiguous()
     finally:
+        for layer in pools:
+            del layer.forward
         if convert:
             network.to(memory_format=torch.contiguous_format)
