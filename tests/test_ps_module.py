@@ -54,7 +54,7 @@ from ps_lightning.prototype_surgery.ledger import (
     index_path,
     record_path,
 )
-from ps_lightning.prototype_surgery.threads import NVML_CHECK, HeadThreads
+from ps_lightning.prototype_surgery.threads import HEAD_THREADS, NVML_CHECK, HeadThreads
 
 __all__ = ["naive_reference", "original", "retrain_ckpt"]  # fixtures used below
 
@@ -790,11 +790,13 @@ def test_ps_epochs_leave_the_process_thread_setting_as_they_found_it(
 class _SeesNvmlCheck(L.Callback):
     def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
         self.during = os.environ.get(NVML_CHECK)
+        self.threads = torch.get_num_threads()
 
 
+@pytest.mark.parametrize("block", [False, True], ids=["ps", "block"])
 @pytest.mark.parametrize("driver", [False, True])
 def test_ps_epochs_skip_the_nvml_probe_only_without_a_driver_and_restore_it(
-    driver: bool, monkeypatch: pytest.MonkeyPatch
+    driver: bool, block: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(NVML_CHECK, "1")
     monkeypatch.setattr(ps_threads, "nvml_loadable", lambda: driver)
@@ -813,6 +815,7 @@ def test_ps_epochs_skip_the_nvml_probe_only_without_a_driver_and_restore_it(
         def __init__(self) -> None:
             super().__init__()
             self.head = head
+            self.block = object() if block else None  # what method block sets
 
         def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
             return F.cross_entropy(self.head(batch[0]), batch[1])
@@ -821,7 +824,16 @@ def test_ps_epochs_skip_the_nvml_probe_only_without_a_driver_and_restore_it(
             return torch.optim.Adam(self.parameters())
 
     rows = torch.utils.data.TensorDataset(torch.randn(8, 4), torch.randint(0, 2, (8,)))
-    trainer.fit(Head(), torch.utils.data.DataLoader(rows, batch_size=4))
+    before = torch.get_num_threads()
+    process_threads = HEAD_THREADS + 1
+    try:
+        torch.set_num_threads(process_threads)
+        trainer.fit(Head(), torch.utils.data.DataLoader(rows, batch_size=4))
+        # A network block trains on the process's threads, PS's head on HEAD_THREADS.
+        assert seen.threads == (process_threads if block else HEAD_THREADS)
+        assert torch.get_num_threads() == process_threads
+    finally:
+        torch.set_num_threads(before)
     assert seen.during == ("1" if driver else "0")
     assert os.environ[NVML_CHECK] == "1"  # restored after the epochs
 
