@@ -23,6 +23,7 @@ from ps_lightning.models.resnet_cifar import CifarResNetNet
 from ps_lightning.models.resnet_torchvision import resnet18_net
 from ps_lightning.models.vgg import VGG16Net
 from ps_lightning.prototype_surgery.block_retrain import reinitialise, stop_rows
+from ps_lightning.prototype_surgery.options import OPTIMIZERS
 
 __all__ = ["original"]  # a fixture used below
 
@@ -197,6 +198,19 @@ def test_a_small_retain_set_gets_the_epochs_its_minimum_of_steps_takes(
             block_min_steps=min_steps,
         )
         assert result.record["epoch_limit"] == epochs
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_the_block_updates_its_tensors_with_the_fused_optimizer_on_a_cpu(
+    original: Original, tmp_path: Path, optimizer: str
+) -> None:
+    data = DigitsDataModule(forget="classes", forget_classes=[1], forget_ratio=1.0)
+    unlearner = Unlearner.from_checkpoint(original.copy_to(tmp_path / "original"), data)
+    result = unlearner.forget(
+        classes=[1], ratio=1.0, method="block", block_epochs=1, optimizer=optimizer
+    )
+    (used,) = result._module.trainer.optimizers
+    assert type(used) is OPTIMIZERS[optimizer] and used.defaults["fused"] is True
 
 
 def test_the_stop_rows_are_a_fixed_sample_of_the_retain_rows_or_all_of_them() -> None:
