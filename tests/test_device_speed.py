@@ -152,3 +152,39 @@ def test_a_cpu_feature_pass_pools_few_channels_by_window_max_and_restores_the_po
     torch.testing.assert_close(features, expected, rtol=1e-5, atol=1e-5)
     assert calls == [FEW_CHANNELS - 1] * 3  # the few-channel pool alone, its 4 slices
     assert not any("forward" in vars(layer) for layer in (few, many, padded))
+
+
+def test_a_cpu_feature_pass_folds_each_running_batch_norm_into_the_convolution_before_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    torch.manual_seed(0)
+    folded, watched, batch_stats = (torch.nn.BatchNorm2d(4) for _ in range(3))
+    for norm in (folded, watched, batch_stats):
+        norm.running_mean.uniform_(-1, 1)
+        norm.running_var.uniform_(0.5, 2)
+        torch.nn.init.uniform_(norm.weight, 0.5, 2)
+        torch.nn.init.uniform_(norm.bias, -1, 1)
+    hooked = torch.nn.Conv2d(4, 4, 3, padding=1)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), folded, hooked, watched, torch.nn.Conv2d(4, 4, 1), batch_stats
+    ).eval()
+    batch_stats.train()  # batch statistics: no fixed affine map to fold
+    outputs: list[torch.Tensor] = []
+    hooked.register_forward_hook(lambda module, args, output: outputs.append(output))
+    images = torch.randn(6, 3, 12, 12)
+    with torch.no_grad():
+        expected = net(images)
+    norms_run: list[int] = []
+    real = torch.nn.functional.batch_norm
+
+    def counted(inputs: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        norms_run.append(inputs.shape[1])
+        return real(inputs, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "batch_norm", counted)
+    with torch.no_grad(), cpu_feature_pass(net, net, torch.device("cpu")) as forward:
+        features = forward(images)
+    torch.testing.assert_close(features, expected, rtol=1e-5, atol=1e-5)
+    assert len(norms_run) == 2  # the one after a hooked convolution, and the one in training
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-5, atol=1e-5)  # the hook saw it
+    assert not any("forward" in vars(layer) for layer in net)

@@ -13,17 +13,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from itertools import pairwise
 
 import lightning as L
 import torch
 from torch import nn
 from torch.nn.modules.utils import _pair
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 # A CPU feature pass runs in pieces of this many images: on the 2-core Xeon of
 # benchmarks/README.md, one thread, a 1,024-image batch outgrows the caches (54,000 Fashion-MNIST
 # images through LeNet5's convolutions: 4.4 s in batches of 1,024, 2.9 s in pieces of 256, 2.1 s
-# with channels-last weights as well; ResNet20 1.7 and 2.3 times as fast). Folding each
-# BatchNorm into its convolution (torch.fx) gained nothing measurable beyond that here.
+# with channels-last weights as well; ResNet20 1.7 and 2.3 times as fast).
 # benchmarks/block_speed.py measures the pass.
 CPU_PASS_ROWS = 256
 # Below this many channels a channels-last max pooling runs as a strided maximum over its
@@ -97,14 +98,20 @@ def window_max(inputs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return result
 
 
+def _unhooked(layer: nn.Module) -> bool:
+    """Whether ``layer``'s forward can be replaced unseen: not replaced already, and no hook
+    of the user's watches its inputs or outputs."""
+    return "forward" not in vars(layer) and not (layer._forward_hooks or layer._forward_pre_hooks)
+
+
 def _pools_by_window(network: nn.Module) -> list[nn.MaxPool2d]:
     """``network``'s max poolings whose stride is their window (no padding, dilation, ceil mode
-    or indices): those `window_max` computes; a module whose forward was replaced is left."""
+    or indices): those `window_max` computes."""
     return [
         layer
         for layer in network.modules()
         if type(layer) is nn.MaxPool2d
-        and "forward" not in vars(layer)
+        and _unhooked(layer)
         and _pair(layer.stride or layer.kernel_size) == _pair(layer.kernel_size)
         and _pair(layer.padding) == (0, 0)
         and _pair(layer.dilation) == (1, 1)
@@ -125,14 +132,72 @@ def _few_channel_window_max(layer: nn.MaxPool2d) -> Callable[[torch.Tensor], tor
     return forward
 
 
+def _convolutions_before_batch_norm(network: nn.Module) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
+    """Each convolution that a plain `nn.Sequential` of ``network`` feeds straight into a
+    BatchNorm using its running statistics: there, and only there, the pair is one affine map
+    of the convolution's input (a convolution called in a block's own forward is left)."""
+    pairs = []
+    for container in network.modules():
+        if type(container) is not nn.Sequential:
+            continue
+        for conv, norm in pairwise(container):
+            if (
+                type(conv) is nn.Conv2d
+                and type(norm) is nn.BatchNorm2d
+                and not norm.training
+                and norm.running_mean is not None
+                and norm.running_var is not None
+                and _unhooked(conv)
+                and _unhooked(norm)
+            ):
+                pairs.append((conv, norm))
+    return pairs
+
+
+def _folded_convolution(
+    conv: nn.Conv2d, norm: nn.BatchNorm2d
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The convolution with ``norm`` folded into its weight and bias, in the weight's layout."""
+    assert norm.running_mean is not None and norm.running_var is not None
+    with torch.no_grad():
+        weight, bias = fuse_conv_bn_weights(
+            conv.weight,
+            conv.bias,
+            norm.running_mean,
+            norm.running_var,
+            norm.eps,
+            norm.weight,
+            norm.bias,
+        )
+        weight = torch.empty_like(conv.weight).copy_(weight)
+    return lambda inputs: conv._conv_forward(inputs, weight, bias.detach())
+
+
+def _identity(inputs: torch.Tensor) -> torch.Tensor:
+    return inputs
+
+
+def _inference_forwards(network: nn.Module) -> dict[nn.Module, Callable]:
+    """The forwards a CPU inference pass gives ``network``'s layers for its duration: few-channel
+    max poolings as `window_max`, and each BatchNorm folded into the convolution before it
+    (LeNet5's BatchNorms took a tenth of the pass)."""
+    forwards: dict[nn.Module, Callable] = {
+        layer: _few_channel_window_max(layer) for layer in _pools_by_window(network)
+    }
+    for conv, norm in _convolutions_before_batch_norm(network):
+        forwards[conv] = _folded_convolution(conv, norm)
+        forwards[norm] = _identity
+    return forwards
+
+
 @contextmanager
 def cpu_feature_pass(
     network: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor], device: torch.device
 ) -> Iterator[Callable[[torch.Tensor], torch.Tensor]]:
     """``forward`` (a part of ``network``) as a CPU feature pass runs it fastest, for inference
     only: in pieces of `CPU_PASS_ROWS` images, with ``network``'s convolution weights
-    channels-last for the duration and its max poolings over few channels as `window_max`
-    (both restored afterwards, so a checkpoint keeps its layout; a network already
+    channels-last for the duration and the layer forwards of `_inference_forwards` (both
+    restored afterwards, so a checkpoint keeps its layout and its layers; a network already
     channels-last is left as it is). On any other device, and for a network in training mode
     (pieces would change its BatchNorm's batch statistics), ``forward`` is returned
     unchanged."""
@@ -142,18 +207,18 @@ def cpu_feature_pass(
     weights = _convolution_weights(network)
     # A weight laid out otherwise (channels-last already) is the user's choice.
     convert = bool(weights) and all(w.is_contiguous() for w in weights)
-    pools = _pools_by_window(network)
     if convert:
         network.to(memory_format=torch.channels_last)
-    for layer in pools:
-        layer.forward = _few_channel_window_max(layer)
+    forwards = _inference_forwards(network)  # after the layout: folded weights follow it
+    for layer, layer_forward in forwards.items():
+        layer.forward = layer_forward
     try:
         # Contiguous again: a channels-last feature map would be copied by every later view.
         yield lambda inputs: torch.cat(
             [forward(piece) for piece in inputs.split(CPU_PASS_ROWS)]
         ).contiguous()
     finally:
-        for layer in pools:
+        for layer in forwards:
             del layer.forward
         if convert:
             network.to(memory_format=torch.contiguous_format)
