@@ -55,6 +55,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "batch1024_lr8e-3_stop10k": {"epochs": 10, "lr": 8e-3, "batch": 1024, "stop_rows": 10_000},
     "batch2048": {"epochs": 15, "lr": 8e-3, "batch": 2048},
     "half_retain": {"epochs": 10, "lr": 8e-3, "batch": 1024, "fraction": 0.5},
+    # Fewer steps for the 5% target (the second selection of 2026-12-05).
+    "e8": {"epochs": 8, "lr": 1.6e-2, "batch": 1024, "stop_rows": 10_000},
+    "e6": {"epochs": 6, "lr": 1.6e-2, "batch": 1024, "stop_rows": 10_000},
+    "e6_lr2.4e-2": {"epochs": 6, "lr": 2.4e-2, "batch": 1024, "stop_rows": 10_000},
 }
 
 
