@@ -1,6 +1,6 @@
 """Callbacks that keep an accelerator busy, for any LightningModule of this project:
 `ChannelsLast` and `CompileNetwork` (``--trainer.callbacks+=ps_lightning.models.ChannelsLast``);
-and `cpu_feature_pass`, the layout the unlearning methods' feature passes take on a CPU.
+and `cpu_feature_pass`, how the unlearning methods' feature passes run on a CPU.
 
 With the datamodule's ``data_on_device`` (the images stay on the GPU, batches are cut and
 augmented there) they are the GPU data path that ``benchmarks/gpu_throughput.py`` measures. They
