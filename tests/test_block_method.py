@@ -175,7 +175,12 @@ def test_the_block_trains_in_batches_of_its_own_size_when_given_one(
     unlearner = Unlearner.from_checkpoint(original.copy_to(tmp_path / "original"), data)
     for size in (None, 96):
         result = unlearner.forget(
-            classes=[1], ratio=1.0, method="block", block_epochs=1, block_batch_size=size
+            classes=[1],
+            ratio=1.0,
+            method="block",
+            block_epochs=1,
+            block_batch_size=size,
+            block_min_steps=None,  # one epoch, whatever its steps
         )
         batch = size or data.hparams.batch_size
         assert result.record["block_steps"] == math.ceil(retain / batch)
@@ -246,5 +251,6 @@ def test_the_api_runs_the_presets_method_unless_told(original: Original, tmp_pat
     )
     shipped = unlearner.forget([3, 17, 42], epochs=1, block_epochs=1)
     told = unlearner.forget([3, 17, 42], method="block", epochs=1, block_epochs=1)
-    assert shipped.record["config"]["method"] == "ps"  # configs/digits/ps.yaml
+    assert shipped.record["config"]["method"] == "auto"  # configs/digits/ps.yaml
+    assert shipped.record["method_run"] == "ps"  # three samples: a request within a few classes
     assert told.record["config"]["method"] == "block" and told.record["method_run"] == "block"

@@ -350,7 +350,7 @@ def test_evaluate_writes_metrics_of_every_model_with_gaps_to_retrain(evaluation:
         assert len(metrics["class_test_acc"]) == 10
         assert set(result["gap_to_retrain"]) == {*GAP_METRICS, "avg_gap", "avg_gap_without_mia"}
     assert all(v == 0.0 for v in summary["models"]["retrain"]["gap_to_retrain"].values())
-    assert summary["models"]["ps"]["unlearning"]["config"]["method"] == "ps"
+    assert summary["models"]["ps"]["unlearning"]["config"]["method"] == "auto"  # ps.yaml's
     assert summary["models"]["naive_ps"]["timing"]["fit_seconds"] > 0
     table = (evaluation / "table.md").read_text()
     for name in summary["models"]:
