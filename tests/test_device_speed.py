@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ps_lightning.data import DigitsDataModule
-from ps_lightning.models import LeNet5
+from ps_lightning.models import LeNet5, device_speed
 from ps_lightning.models.device_speed import (
     CPU_PASS_ROWS,
     FEW_CHANNELS,
@@ -188,3 +188,21 @@ def test_a_cpu_feature_pass_folds_each_running_batch_norm_into_the_convolution_b
     assert len(norms_run) == 2  # the one after a hooked convolution, and the one in training
     torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-5, atol=1e-5)  # the hook saw it
     assert not any("forward" in vars(layer) for layer in net)
+
+
+def test_a_cpu_feature_pass_that_fails_to_set_up_gives_back_the_network_as_it_was(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    net = LeNet5(num_classes=10, in_channels=1).net.eval()
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("folding failed")
+
+    monkeypatch.setattr(device_speed, "fuse_conv_bn_weights", broken)
+    with (
+        pytest.raises(RuntimeError, match="folding failed"),
+        cpu_feature_pass(net, net.features, torch.device("cpu")),
+    ):
+        pass
+    assert all(_layouts(net))
+    assert not any("forward" in vars(layer) for layer in net.modules())

@@ -207,18 +207,19 @@ def cpu_feature_pass(
     weights = _convolution_weights(network)
     # A weight laid out otherwise (channels-last already) is the user's choice.
     convert = bool(weights) and all(w.is_contiguous() for w in weights)
-    if convert:
-        network.to(memory_format=torch.channels_last)
-    forwards = _inference_forwards(network)  # after the layout: folded weights follow it
-    for layer, layer_forward in forwards.items():
-        layer.forward = layer_forward
+    forwards: dict[nn.Module, Callable] = {}
     try:
+        if convert:
+            network.to(memory_format=torch.channels_last)
+        forwards = _inference_forwards(network)  # after the layout: folded weights follow it
+        for layer, layer_forward in forwards.items():
+            layer.forward = layer_forward
         # Contiguous again: a channels-last feature map would be copied by every later view.
         yield lambda inputs: torch.cat(
             [forward(piece) for piece in inputs.split(CPU_PASS_ROWS)]
         ).contiguous()
     finally:
         for layer in forwards:
-            del layer.forward
+            vars(layer).pop("forward", None)
         if convert:
             network.to(memory_format=torch.contiguous_format)
