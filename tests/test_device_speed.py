@@ -187,10 +187,34 @@ def test_a_cpu_feature_pass_folds_each_running_batch_norm_into_the_convolution_b
     torch.testing.assert_close(features, expected, rtol=1e-5, atol=1e-5)
     assert len(norms_run) == 2  # the one after a hooked convolution, and the one in training
     torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-5, atol=1e-5)  # the hook saw it
-    assert not any("forward" in vars(layer) for layer in net)
+    assert not any("forward" in vars(layer) for layer in net.modules())
 
 
-def test_a_cpu_feature_pass_that_fails_to_set_up_gives_back_the_network_as_it_was(
+def _running_batch_norm(channels: int) -> torch.nn.BatchNorm2d:
+    norm = torch.nn.BatchNorm2d(channels)
+    norm.running_mean.uniform_(-1, 1)
+    norm.running_var.uniform_(0.5, 2)
+    return norm
+
+
+def test_a_fold_applies_only_where_its_sequential_runs_whole() -> None:
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 4, 3)
+    features = torch.nn.Sequential(conv, _running_batch_norm(4), torch.nn.ReLU()).eval()
+    trunk = features[:1]  # a trunk cut between the convolution and its BatchNorm
+    images = torch.randn(5, 3, 10, 10)
+
+    def shared(inputs: torch.Tensor) -> torch.Tensor:  # the convolution also runs on its own
+        return features(inputs) + conv(inputs)
+
+    for forward in (trunk, shared, features):
+        with torch.no_grad():
+            expected = forward(images)
+            with cpu_feature_pass(features, forward, torch.device("cpu")) as fast:
+                torch.testing.assert_close(fast(images), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_cpu_feature_pass_gives_back_the_network_as_it_was_after_an_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     net = LeNet5(num_classes=10, in_channels=1).net.eval()
@@ -198,6 +222,17 @@ def test_a_cpu_feature_pass_that_fails_to_set_up_gives_back_the_network_as_it_wa
     def broken(*args: object) -> None:
         raise RuntimeError("folding failed")
 
+    # An error inside the pass, once every layer forward is in place, restores them too.
+    with (
+        pytest.raises(RuntimeError, match="inside the pass"),
+        torch.no_grad(),
+        cpu_feature_pass(net, net.features, torch.device("cpu")) as forward,
+    ):
+        forward(torch.randn(2, 1, 32, 32))
+        assert any("forward" in vars(layer) for layer in net.modules())
+        raise RuntimeError("inside the pass")
+    assert all(_layouts(net))
+    assert not any("forward" in vars(layer) for layer in net.modules())
     monkeypatch.setattr(device_speed, "fuse_conv_bn_weights", broken)
     with (
         pytest.raises(RuntimeError, match="folding failed"),

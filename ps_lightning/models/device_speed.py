@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from itertools import pairwise
 
 import lightning as L
 import torch
@@ -132,26 +131,18 @@ def _few_channel_window_max(layer: nn.MaxPool2d) -> Callable[[torch.Tensor], tor
     return forward
 
 
-def _convolutions_before_batch_norm(network: nn.Module) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
-    """Each convolution that a plain `nn.Sequential` of ``network`` feeds straight into a
-    BatchNorm using its running statistics: there, and only there, the pair is one affine map
-    of the convolution's input (a convolution called in a block's own forward is left)."""
-    pairs = []
-    for container in network.modules():
-        if type(container) is not nn.Sequential:
-            continue
-        for conv, norm in pairwise(container):
-            if (
-                type(conv) is nn.Conv2d
-                and type(norm) is nn.BatchNorm2d
-                and not norm.training
-                and norm.running_mean is not None
-                and norm.running_var is not None
-                and _unhooked(conv)
-                and _unhooked(norm)
-            ):
-                pairs.append((conv, norm))
-    return pairs
+def _foldable(conv: nn.Module, norm: nn.Module) -> bool:
+    """Whether ``norm`` after ``conv`` is one affine map of the convolution's output: a BatchNorm
+    using its running statistics, neither layer watched by a hook of the user's."""
+    return (
+        type(conv) is nn.Conv2d
+        and type(norm) is nn.BatchNorm2d
+        and not norm.training
+        and norm.running_mean is not None
+        and norm.running_var is not None
+        and _unhooked(conv)
+        and _unhooked(norm)
+    )
 
 
 def _folded_convolution(
@@ -173,20 +164,47 @@ def _folded_convolution(
     return lambda inputs: conv._conv_forward(inputs, weight, bias.detach())
 
 
-def _identity(inputs: torch.Tensor) -> torch.Tensor:
-    return inputs
+def _folded_sequential(container: nn.Sequential) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """``container``'s forward with each convolution it feeds straight into a foldable BatchNorm
+    run as one folded convolution, or ``None`` where it has no such pair. The fold lives in the
+    container's forward, not in its layers: a slice of it (a trunk cut between the two) or a
+    layer it shares with another part of the network runs unfolded."""
+    layers = list(container)
+    steps: list[Callable[[torch.Tensor], torch.Tensor]] = []
+    index = 0
+    while index < len(layers):
+        layer = layers[index]
+        after = layers[index + 1] if index + 1 < len(layers) else None
+        if after is not None and _foldable(layer, after):
+            steps.append(_folded_convolution(layer, after))
+            index += 2
+        else:
+            steps.append(layer)
+            index += 1
+    if len(steps) == len(layers):
+        return None
+
+    def forward(inputs: torch.Tensor) -> torch.Tensor:
+        for step in steps:
+            inputs = step(inputs)
+        return inputs
+
+    return forward
 
 
 def _inference_forwards(network: nn.Module) -> dict[nn.Module, Callable]:
-    """The forwards a CPU inference pass gives ``network``'s layers for its duration: few-channel
-    max poolings as `window_max`, and each BatchNorm folded into the convolution before it
-    (LeNet5's BatchNorms took a tenth of the pass)."""
+    """The forwards a CPU inference pass gives ``network``'s modules for its duration:
+    few-channel max poolings as `window_max`, and each plain `nn.Sequential` holding a
+    convolution followed by a BatchNorm as `_folded_sequential` (LeNet5's BatchNorms took a tenth
+    of the pass)."""
     forwards: dict[nn.Module, Callable] = {
         layer: _few_channel_window_max(layer) for layer in _pools_by_window(network)
     }
-    for conv, norm in _convolutions_before_batch_norm(network):
-        forwards[conv] = _folded_convolution(conv, norm)
-        forwards[norm] = _identity
+    for container in network.modules():
+        if type(container) is nn.Sequential and _unhooked(container):
+            folded = _folded_sequential(container)
+            if folded is not None:
+                forwards[container] = folded
     return forwards
 
 
