@@ -210,7 +210,9 @@ def test_the_api_runs_the_datasets_shipped_settings_unless_the_paper_preset_is_a
     assert shipped.record["config"]["lr"] == 0.03
     assert shipped.record["config"]["trainable"] == "weight+bias"
     assert paper.record["config"]["lr"] == 0.01 and paper.record["config"]["trainable"] == "bias"
-    # The shipped whole-class setting forgets the class; the paper's leaves part of it.
+    # The shipped whole-class setting (`auto`: the last block retrained) forgets the class; the
+    # paper's (PS on the head) leaves part of it.
+    assert shipped.record["method_run"] == "block" and paper.record["method_run"] == "ps"
     assert shipped.metrics["forget_acc"] == 0.0 < paper.metrics["forget_acc"]
     assert shipped.changed_predictions > 0
 

@@ -218,6 +218,24 @@ def test_the_block_updates_its_tensors_with_the_fused_optimizer_on_a_cpu(
     assert type(used) is OPTIMIZERS[optimizer] and used.defaults["fused"] is True
 
 
+def test_the_block_clips_its_gradients_under_mixed_precision_when_asked(
+    original: Original, tmp_path: Path
+) -> None:
+    # Lightning's mixed-precision plugin refuses to clip the gradients of a fused optimizer.
+    result = unlearn(
+        tmp_path / "runs",
+        "clipped",
+        original.copy_to(tmp_path / "original"),
+        "--model.init_args.method=block",
+        "--model.init_args.block_epochs=1",
+        "--data.init_args.forget_ratio=1.0",
+        "--trainer.gradient_clip_val=1.0",
+        "--trainer.precision=bf16-mixed",
+        config="ps.yaml",
+    )
+    assert unlearning_record(result)["method_run"] == "block"
+
+
 def test_the_stop_rows_are_a_fixed_sample_of_the_retain_rows_or_all_of_them() -> None:
     assert stop_rows(40, None, 0) is None and stop_rows(40, 40, 0) is None  # every row
     sample = stop_rows(1000, 100, 3)

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 
 # Where the block's optimizer updates every tensor in one fused kernel: on a CPU the per-tensor
 # loop of Adam took a sixth of a step (LeNet5's hidden layers in batches of 1,024, one thread:
-# 3.4 ms a step against 2.9 ms fused; benchmarks/block_speed.py).
+# 3.4 ms a step against 2.9 ms fused; benchmarks/block_speed.py). Not with gradient clipping:
+# Lightning's mixed-precision plugin refuses to clip for a fused optimizer.
 FUSED_DEVICES = ("cpu", "cuda")
 
 
@@ -84,7 +85,8 @@ class BlockRetraining:
             params,
             lr=hparams.block_lr,
             weight_decay=hparams.weight_decay,
-            fused=params[0].device.type in FUSED_DEVICES,
+            fused=params[0].device.type in FUSED_DEVICES
+            and not self.module.trainer.gradient_clip_val,
         )
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
             optimizer, self.epochs * self.batches_per_epoch
