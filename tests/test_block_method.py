@@ -228,6 +228,7 @@ def test_the_block_clips_its_gradients_under_mixed_precision_when_asked(
         original.copy_to(tmp_path / "original"),
         "--model.init_args.method=block",
         "--model.init_args.block_epochs=1",
+        "--model.init_args.block_min_steps=null",  # one epoch on any CPU
         "--data.init_args.forget_ratio=1.0",
         "--trainer.gradient_clip_val=1.0",
         "--trainer.precision=bf16-mixed",
