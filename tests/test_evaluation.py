@@ -52,6 +52,7 @@ from ps_lightning.metrics import (
 )
 from ps_lightning.models.classifier import load_classifier
 from ps_lightning.prototype_surgery import PSUnlearnModule
+from ps_lightning.prototype_surgery import options as options_module
 
 __all__ = ["naive_reference", "original", "ps_reference", "retrain_ckpt"]  # fixtures used below
 
@@ -298,6 +299,7 @@ def test_the_hparam_stages_place_every_option_of_ps() -> None:
     placed = [key for group in groups for key in group]
 
     assert sorted(placed) == sorted(options), "place a new PS option in its stage's group"
+    assert BLOCK_OPTIONS == options_module.BLOCK_OPTIONS  # the harness keys steps by that one
 
 
 # --------------------------------------------------------------------------- ps-lightning test

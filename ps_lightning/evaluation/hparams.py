@@ -17,7 +17,6 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
 from ps_lightning.evaluation.report import COLUMNS, finite
-from ps_lightning.prototype_surgery.options import BLOCK_OPTIONS  # read by method block alone
 
 HParam = bool | int | float | str
 HParamRow = tuple[dict[str, HParam], dict[str, float]]
@@ -46,6 +45,15 @@ EPOCH_OPTIONS = (
     "retain_anchor",
 )
 ANCHOR_OPTIONS = ("anchor_size", "anchor_target")  # read only with retain_anchor > 0
+# Read by method block alone (prototype_surgery.options.BLOCK_OPTIONS, which this room sits below;
+# tests/test_evaluation.py keeps the two equal).
+BLOCK_OPTIONS = (
+    "block_epochs",
+    "block_lr",
+    "block_batch_size",
+    "block_min_steps",
+    "block_stop_rows",
+)
 BLOCK_RECORD = ("block_target_retain_acc", "block_retain_acc", "block_steps")
 SURGERY_RECORD = ("index_built", "surgery_rtol", "surgery_rank")
 EPOCH_RECORD = (
